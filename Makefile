@@ -1,0 +1,36 @@
+# lockstep — top-level entry points. Every target does its own set-up on a
+# fresh Debian 12 machine: missing packages are installed, CMake is configured.
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= $(shell nproc)
+CTEST_ARGS ?=
+
+.PHONY: all deps configure build test demo bench clean format
+
+all: build
+
+deps:
+	@scripts/setup-deps.sh
+
+$(BUILD_DIR)/build.ninja: | deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+configure: deps $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+demo: build
+	scripts/demo.sh $(BUILD_DIR)
+
+bench: build
+	$(BUILD_DIR)/bin/lockstep-bench kernels
+
+clean:
+	rm -rf $(BUILD_DIR)
+
+format:
+	git ls-files '*.hpp' '*.cpp' | xargs clang-format -i

@@ -1,0 +1,43 @@
+#pragma once
+
+// Errors of the transport layer. Every libfabric return code is wrapped once,
+// at the boundary, into one of these, with fi_strerror text and the failed
+// operation in the context.
+
+#include "common/error.hpp"
+
+#include <caf/atom.hpp>
+
+#include <cstdint>
+
+namespace lockstep::transport {
+
+enum class errc : uint8_t {
+  invalid_config = 1, // a `transport:` setting is wrong (names the key)
+  invalid_table,      // a slot table is malformed (names link/slot)
+  unscheduled_send,   // a send not in the table for this link and slot
+  wrong_size,         // a send of another size than the table says
+  fabric_failure,     // a libfabric call failed (names the call)
+  peer_unreachable,   // a peer's address could not be resolved/inserted
+  slot_timeout,       // a delivery missed its hard deadline (link, slot)
+  bad_control_message,// a corrupt or oversized control message
+  back_pressure,      // the receiver has not released the buffer yet
+};
+
+const char* to_string(errc code);
+error_kind kind_of(errc code);
+
+namespace detail {
+inline const char* errc_name(uint8_t c) {
+  return to_string(static_cast<errc>(c));
+}
+inline error_kind errc_kind(uint8_t c) {
+  return kind_of(static_cast<errc>(c));
+}
+inline const bool errc_registered = register_error_category(
+  {caf::atom("transport"), &errc_name, &errc_kind});
+} // namespace detail
+
+} // namespace lockstep::transport
+
+CAF_ERROR_CODE_ENUM(lockstep::transport::errc, "transport")
