@@ -1,0 +1,36 @@
+// lockstep-bench — benchmarks whose targets live here, not in unit tests.
+
+#include "bench/benches.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+int main(int argc, char** argv) {
+  using namespace lockstep::bench;
+  struct suite {
+    const char* name;
+    int (*run)(int, char**);
+  };
+  const suite suites[] = {
+    {"", nullptr}, // keeps the array non-empty whatever is built
+#ifdef LOCKSTEP_BENCH_KERNELS
+    {"kernels", &run_kernels},
+#endif
+#ifdef LOCKSTEP_BENCH_PLANNER
+    {"planner", &run_planner},
+#endif
+#ifdef LOCKSTEP_BENCH_TRANSPORT
+    {"transport", &run_transport},
+#endif
+  };
+  if (argc >= 2)
+    for (const auto& s : suites)
+      if (s.run != nullptr && std::strcmp(argv[1], s.name) == 0)
+        return s.run(argc - 1, argv + 1);
+  std::fprintf(stderr, "usage: lockstep-bench <suite> [-o json]\nsuites:");
+  for (const auto& s : suites)
+    if (s.run != nullptr)
+      std::fprintf(stderr, " %s", s.name);
+  std::fprintf(stderr, "\n");
+  return 2;
+}

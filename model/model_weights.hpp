@@ -1,0 +1,40 @@
+#pragma once
+
+// All weights of a model in memory, as the single-process reference engine
+// needs them. Chips will hold shards instead (see tensor.hpp).
+
+#include "model/tensor.hpp"
+#include "model/weight_gen.hpp"
+
+#include <caf/expected.hpp>
+
+#include <functional>
+#include <vector>
+
+namespace lockstep::model {
+
+struct layer_weights {
+  tensor attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up, w_down;
+};
+
+struct model_weights {
+  model_spec spec;
+  tensor tok_embedding;
+  std::vector<layer_weights> layers;
+  tensor final_norm;
+  tensor lm_head;
+
+  /// Reads every tensor through `read` (e.g. from the weight store), whole.
+  /// Stops at the first error.
+  static caf::expected<model_weights>
+  load(const model_spec& spec,
+       const std::function<caf::expected<tensor>(tensor_id)>& read);
+
+  /// Generates every tensor from the deterministic generator.
+  static model_weights generate(const weight_generator& gen);
+
+  /// The tensor with id `id`. REQUIRES: id belongs to this model.
+  tensor& at(tensor_id id);
+};
+
+} // namespace lockstep::model

@@ -1,0 +1,73 @@
+#pragma once
+
+// The single-process reference: the whole model on one CPU, computed with the
+// deterministic kernels. Multi-chip runs are checked token for token and bit
+// for bit against it.
+//
+// Batching and chunked prefill never change results: every token's math is
+// the same sequence of kernel calls whatever else is in the batch, and
+// attention reads the same KV-cache values whether they were written by a
+// whole prompt, by chunks, or token by token.
+
+#include "model/kernels.hpp"
+#include "model/model_weights.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace lockstep::model {
+
+/// One sequence's KV cache and position. Movable, not copyable.
+class sequence_state {
+public:
+  sequence_state() = default;
+  uint32_t length() const noexcept { return length_; }
+
+private:
+  friend class reference_engine;
+  uint32_t length_ = 0;
+  std::vector<std::vector<float>> k_; // per layer [position][kv_dim]
+  std::vector<std::vector<float>> v_;
+};
+
+/// A slice of work for one sequence: the next `tokens` of it.
+struct sequence_chunk {
+  sequence_state* seq = nullptr;
+  std::span<const int32_t> tokens;
+};
+
+class reference_engine {
+public:
+  /// Borrows `weights`, which must outlive the engine.
+  explicit reference_engine(const model_weights& weights);
+
+  const model_spec& spec() const noexcept { return w_.spec; }
+
+  sequence_state new_sequence() const;
+
+  /// Runs each chunk's tokens through the model, appending them to the
+  /// sequence's KV cache, and returns the full-vocabulary logits of each
+  /// chunk's *last* token (one vector per chunk, in order).
+  /// Errors: invalid_argument (token id out of range, empty chunk),
+  /// context_full (a sequence would pass max_context). On error no sequence
+  /// is modified.
+  /// Thread-safety: one call at a time per engine.
+  caf::expected<std::vector<std::vector<float>>>
+  forward(std::span<const sequence_chunk> batch);
+
+private:
+  void layer_forward(uint32_t layer, uint32_t n_tok);
+
+  const model_weights& w_;
+  rope_table rope_;
+  // Activations of the current batch, [token][dim], reused across calls.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, ffn_a_, ffn_b_, scratch_;
+  // Per token of the current batch: its sequence and position.
+  std::vector<sequence_state*> tok_seq_;
+  std::vector<uint32_t> tok_pos_;
+};
+
+} // namespace lockstep::model

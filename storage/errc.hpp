@@ -1,0 +1,41 @@
+#pragma once
+
+// Errors of the storage layer. RocksDB statuses are wrapped once, in
+// storage/detail/rocks_status.hpp, into one of these.
+
+#include "common/error.hpp"
+
+#include <caf/atom.hpp>
+
+#include <cstdint>
+
+namespace lockstep::storage {
+
+enum class errc : uint8_t {
+  not_found = 1,     // no store (or no key) where one was expected
+  in_use,            // locked by another process (context names the PID)
+  corrupt,           // checksum mismatch or undecodable value (names it)
+  incomplete,        // an interrupted `weights init`; resume it
+  version_mismatch,  // store format newer/older than this build understands
+  mismatch,          // the store holds another model/seed/dtype than asked
+  io_error,          // RocksDB or the file system failed
+  invalid_argument,  // bad key, shard or option
+};
+
+const char* to_string(errc code);
+error_kind kind_of(errc code);
+
+namespace detail {
+inline const char* errc_name(uint8_t c) {
+  return to_string(static_cast<errc>(c));
+}
+inline error_kind errc_kind(uint8_t c) {
+  return kind_of(static_cast<errc>(c));
+}
+inline const bool errc_registered = register_error_category(
+  {caf::atom("storage"), &errc_name, &errc_kind});
+} // namespace detail
+
+} // namespace lockstep::storage
+
+CAF_ERROR_CODE_ENUM(lockstep::storage::errc, "storage")

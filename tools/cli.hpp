@@ -1,0 +1,38 @@
+#pragma once
+
+// The `lockstep` command line: one function per subcommand family adds its
+// subcommands to the CLI11 app. Each callback stores the process exit code in
+// the context: 0 success, 1 the command ran and found a problem (e.g. a
+// corrupt store), 2 bad input (unknown model, missing DB, bad flags).
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace lockstep::tools {
+
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_problem = 1;
+inline constexpr int exit_bad_input = 2;
+
+struct command_context {
+  int exit_code = exit_ok;
+};
+
+/// Prints one error line "lockstep: <message>" to stderr and returns the code.
+int fail(int code, const std::string& message);
+
+/// Adds `--output/-o text|json` to `cmd`, storing into `format`.
+void add_output_option(CLI::App& cmd, std::string& format);
+
+#ifdef LOCKSTEP_HAVE_WEIGHTS_COMMAND
+void add_weights_commands(CLI::App& app, command_context& ctx);
+#endif
+#ifdef LOCKSTEP_HAVE_GENERATE_COMMAND
+void add_generate_command(CLI::App& app, command_context& ctx);
+#endif
+#ifdef LOCKSTEP_HAVE_PLAN_COMMAND
+void add_plan_command(CLI::App& app, command_context& ctx);
+#endif
+
+} // namespace lockstep::tools

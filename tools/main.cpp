@@ -1,0 +1,51 @@
+// lockstep — the admin CLI.
+
+#include "tools/cli.hpp"
+
+#include <cstdio>
+#include <exception>
+
+namespace lockstep::tools {
+
+int fail(int code, const std::string& message) {
+  std::fprintf(stderr, "lockstep: %s\n", message.c_str());
+  return code;
+}
+
+void add_output_option(CLI::App& cmd, std::string& format) {
+  cmd.add_option("-o,--output", format, "output format")
+    ->check(CLI::IsMember({"text", "json"}))
+    ->default_val("text");
+}
+
+} // namespace lockstep::tools
+
+int main(int argc, char** argv) {
+  using namespace lockstep::tools;
+  CLI::App app{"lockstep: deterministic, compiler-scheduled multi-chip "
+               "inference"};
+  app.require_subcommand(1);
+  command_context ctx;
+#ifdef LOCKSTEP_HAVE_WEIGHTS_COMMAND
+  add_weights_commands(app, ctx);
+#endif
+#ifdef LOCKSTEP_HAVE_GENERATE_COMMAND
+  add_generate_command(app, ctx);
+#endif
+#ifdef LOCKSTEP_HAVE_PLAN_COMMAND
+  add_plan_command(app, ctx);
+#endif
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One clear line, exit code 2, whatever CLI11's own code would be.
+    return fail(exit_bad_input, e.what());
+  } catch (const std::exception& e) {
+    return fail(exit_problem, std::string{"internal error: "} + e.what());
+  }
+  return ctx.exit_code;
+}
