@@ -97,15 +97,18 @@ float sum(const float* v, uint32_t n) {
   return tree_reduce_in_place(p.span());
 }
 
-void matmul(const matmul_args& a, float* y, uint32_t ldy) {
+namespace {
+
+// Rows [r0, r1) of a whole-reduction matmul.
+void matmul_rows(const matmul_args& a, uint32_t r0, uint32_t r1, float* y,
+                 uint32_t ldy) {
   const tensor& w = *a.w;
-  assert(w.cols() == w.full_shape().cols);
   uint32_t k = w.cols();
   uint32_t nb = blocks_of(k);
   bool full_blocks = k % B == 0;
   std::vector<float> tmp(w.type() == dtype::f32 ? 0 : k);
   partial_buffer p{nb};
-  for (uint32_t r = 0; r < w.rows(); ++r) {
+  for (uint32_t r = r0; r < r1; ++r) {
     const float* wr = row_f32(w, r, tmp);
     for (uint32_t t = 0; t < a.tokens; ++t) {
       const float* xt = a.x + size_t{t} * a.ldx;
@@ -120,6 +123,29 @@ void matmul(const matmul_args& a, float* y, uint32_t ldy) {
       y[size_t{t} * ldy + r] = tree_reduce_in_place(p.span());
     }
   }
+}
+
+// Below this many weight bytes, waking threads costs more than it saves.
+constexpr size_t parallel_min_bytes = size_t{1} << 20;
+
+} // namespace
+
+void matmul(const matmul_args& a, float* y, uint32_t ldy) {
+  const tensor& w = *a.w;
+  assert(w.cols() == w.full_shape().cols);
+  uint32_t rows = w.rows();
+  if (a.pool == nullptr || a.pool->size() == 1
+      || w.bytes().size() < parallel_min_bytes) {
+    matmul_rows(a, 0, rows, y, ldy);
+    return;
+  }
+  // A few chunks per thread balance load on a shared machine.
+  unsigned chunks = a.pool->size() * 4;
+  a.pool->run(chunks, [&](unsigned c) {
+    uint32_t r0 = static_cast<uint32_t>(uint64_t{rows} * c / chunks);
+    uint32_t r1 = static_cast<uint32_t>(uint64_t{rows} * (c + 1) / chunks);
+    matmul_rows(a, r0, r1, y, ldy);
+  });
 }
 
 std::vector<float> matmul_pieces(const matmul_args& a,

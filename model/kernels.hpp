@@ -15,6 +15,7 @@
 
 #include "model/block_rule.hpp"
 #include "model/tensor.hpp"
+#include "model/worker_pool.hpp"
 
 #include <cstdint>
 #include <span>
@@ -42,6 +43,8 @@ struct matmul_args {
   uint32_t tokens = 0;
   uint32_t ldx = 0;         // floats between tokens in x
   const tensor* w = nullptr;
+  /// Optional: split output rows over these threads (never changes bits).
+  worker_pool* pool = nullptr;
 };
 
 /// y[t][r] for every local row r of the shard, over its whole reduction.

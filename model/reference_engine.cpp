@@ -18,10 +18,12 @@ void add_in_place(float* x, const float* y, size_t n) {
 
 } // namespace
 
-reference_engine::reference_engine(const model_weights& weights)
+reference_engine::reference_engine(const model_weights& weights,
+                                   unsigned threads)
   : w_(weights),
     rope_(weights.spec.head_dim, weights.spec.rope_theta,
-          weights.spec.max_context) {
+          weights.spec.max_context),
+    pool_(std::make_unique<worker_pool>(threads == 0 ? 1 : threads)) {
   const auto& s = w_.spec;
   scratch_.resize(s.max_context
                   + (size_t{blocks_of(s.max_context)} + block_lanes)
@@ -108,7 +110,7 @@ reference_engine::forward(std::span<const sequence_chunk> batch) {
     rms_norm(x_.data() + (t - 1) * s.d_model, f32_data(w_.final_norm),
              s.d_model, s.rms_eps, normed.data());
     std::vector<float> out(s.vocab);
-    matmul({normed.data(), 1, s.d_model, &w_.lm_head}, out.data(), s.vocab);
+    matmul({normed.data(), 1, s.d_model, &w_.lm_head, pool_.get()}, out.data(), s.vocab);
     logits.push_back(std::move(out));
     c.seq->length_ += static_cast<uint32_t>(c.tokens.size());
   }
@@ -129,9 +131,9 @@ void reference_engine::layer_forward(uint32_t layer, uint32_t n_tok) {
   for (uint32_t t = 0; t < n_tok; ++t)
     rms_norm(x_.data() + size_t{t} * d, f32_data(lw.attn_norm), d, s.rms_eps,
              xn_.data() + size_t{t} * d);
-  matmul({xn_.data(), n_tok, d, &lw.wq}, q_.data(), qd);
-  matmul({xn_.data(), n_tok, d, &lw.wk}, k_.data(), kvd);
-  matmul({xn_.data(), n_tok, d, &lw.wv}, v_.data(), kvd);
+  matmul({xn_.data(), n_tok, d, &lw.wq, pool_.get()}, q_.data(), qd);
+  matmul({xn_.data(), n_tok, d, &lw.wk, pool_.get()}, k_.data(), kvd);
+  matmul({xn_.data(), n_tok, d, &lw.wv, pool_.get()}, v_.data(), kvd);
   // RoPE, then every token's K/V goes into its cache before any attention
   // reads it: a token attends to positions [0, pos], all written by now.
   for (uint32_t t = 0; t < n_tok; ++t) {
@@ -155,17 +157,17 @@ void reference_engine::layer_forward(uint32_t layer, uint32_t n_tok) {
                      scratch_.data());
     }
   }
-  matmul({attn_.data(), n_tok, qd, &lw.wo}, xn_.data(), d);
+  matmul({attn_.data(), n_tok, qd, &lw.wo, pool_.get()}, xn_.data(), d);
   add_in_place(x_.data(), xn_.data(), size_t{n_tok} * d);
 
   // MLP block.
   for (uint32_t t = 0; t < n_tok; ++t)
     rms_norm(x_.data() + size_t{t} * d, f32_data(lw.mlp_norm), d, s.rms_eps,
              xn_.data() + size_t{t} * d);
-  matmul({xn_.data(), n_tok, d, &lw.w_gate}, ffn_a_.data(), s.d_ff);
-  matmul({xn_.data(), n_tok, d, &lw.w_up}, ffn_b_.data(), s.d_ff);
+  matmul({xn_.data(), n_tok, d, &lw.w_gate, pool_.get()}, ffn_a_.data(), s.d_ff);
+  matmul({xn_.data(), n_tok, d, &lw.w_up, pool_.get()}, ffn_b_.data(), s.d_ff);
   swiglu(ffn_a_.data(), ffn_b_.data(), n_tok * s.d_ff, ffn_a_.data());
-  matmul({ffn_a_.data(), n_tok, s.d_ff, &lw.w_down}, xn_.data(), d);
+  matmul({ffn_a_.data(), n_tok, s.d_ff, &lw.w_down, pool_.get()}, xn_.data(), d);
   add_in_place(x_.data(), xn_.data(), size_t{n_tok} * d);
 }
 

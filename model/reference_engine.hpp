@@ -15,6 +15,7 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -41,8 +42,10 @@ struct sequence_chunk {
 
 class reference_engine {
 public:
-  /// Borrows `weights`, which must outlive the engine.
-  explicit reference_engine(const model_weights& weights);
+  /// Borrows `weights`, which must outlive the engine. Large matmuls split
+  /// their rows over `threads` threads (results do not depend on it).
+  explicit reference_engine(const model_weights& weights,
+                            unsigned threads = 1);
 
   const model_spec& spec() const noexcept { return w_.spec; }
 
@@ -63,6 +66,7 @@ private:
 
   const model_weights& w_;
   rope_table rope_;
+  std::unique_ptr<worker_pool> pool_;
   // Activations of the current batch, [token][dim], reused across calls.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, ffn_a_, ffn_b_, scratch_;
   // Per token of the current batch: its sequence and position.

@@ -214,6 +214,21 @@ TEST_F(engine_fixture, batching_never_changes_results) {
   }
 }
 
+TEST_F(engine_fixture, thread_count_never_changes_results) {
+  // tiny-64's matmuls are large enough to be split over the pool.
+  auto w = model_weights::generate(weight_generator{*find_preset("tiny-64"), 3});
+  std::vector<std::string> sha;
+  for (unsigned threads : {1u, 2u, 3u}) {
+    reference_engine engine{w, threads};
+    auto r = request(0, {3, 1, 4, 1, 5}, 3);
+    auto out = generate(engine, {&r, 1});
+    ASSERT_TRUE(out);
+    sha.push_back((*out)[0].logits_sha256);
+  }
+  EXPECT_EQ(sha[0], sha[1]);
+  EXPECT_EQ(sha[0], sha[2]);
+}
+
 TEST_F(engine_fixture, chunked_prefill_gives_identical_logits) {
   std::vector<int32_t> prompt;
   for (int32_t i = 0; i < 23; ++i)
