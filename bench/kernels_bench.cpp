@@ -49,7 +49,7 @@ double read_bandwidth_gbs(const std::vector<float>& a, int threads) {
       t.join();
   });
   volatile float sink = sums[0];
-  (void) sink;
+  (void)sink;
   return a.size() * sizeof(float) / s / 1e9;
 }
 
@@ -62,7 +62,7 @@ double triad_bandwidth_gbs() {
       a[i] = b[i] + 3.0f * c[i];
   });
   volatile float sink = a[n / 2];
-  (void) sink;
+  (void)sink;
   return 3.0 * n * sizeof(float) / s / 1e9;
 }
 
@@ -81,7 +81,7 @@ decode_figures decode(const model::model_weights& weights, unsigned threads,
     auto seq = engine.new_sequence();
     std::vector<int32_t> tok{1};
     model::sequence_chunk c{&seq, tok};
-    (void) engine.forward({&c, 1}); // prefill/warm-up
+    (void)engine.forward({&c, 1}); // prefill/warm-up
     double t0 = now_s();
     for (uint32_t i = 0; i < tokens; ++i) {
       auto logits = engine.forward({&c, 1});
@@ -125,7 +125,8 @@ int run_kernels(int argc, char** argv) {
                    {"triad_gbs_1thread", triad},
                    {"probe_bytes", probe_bytes}};
   log("memory    read %.2f GB/s (1 thread), %.2f GB/s (2 threads), triad "
-      "%.2f GB/s\n", read1, read2, triad);
+      "%.2f GB/s\n",
+      read1, read2, triad);
 
   // 2. Kernel throughput: compute-bound (cache-resident, 32 tokens) and
   // bandwidth-bound (1 token over a 512 MiB f32 weight).
@@ -147,7 +148,8 @@ int run_kernels(int argc, char** argv) {
     auto big_spec = *model::find_preset("bench-2g");
     big_spec.vocab = 131072;
     model::weight_generator big{big_spec, 1};
-    auto head = big.generate({model::global_layer, model::tensor_kind::lm_head});
+    auto head =
+        big.generate({model::global_layer, model::tensor_kind::lm_head});
     std::vector<float> hx(head.cols(), 0.5f), hy(head.rows());
     for (unsigned threads : {1u, 2u}) {
       model::worker_pool pool{threads};
@@ -157,11 +159,13 @@ int run_kernels(int argc, char** argv) {
       });
       double gbs = head.bytes().size() / hs / 1e9;
       double bw = threads == 1 ? read1 : read2;
-      auto key = std::to_string(threads) + (threads == 1 ? "thread" : "threads");
+      auto key =
+          std::to_string(threads) + (threads == 1 ? "thread" : "threads");
       out["matvec_gbs_" + key] = gbs;
       out["matvec_fraction_of_read_bw_" + key] = gbs / bw;
       log("matvec    %.2f GB/s (f32, 1 GiB weight, 1 token, %u thread(s)) = "
-          "%.2f of read bandwidth\n", gbs, threads, gbs / bw);
+          "%.2f of read bandwidth\n",
+          gbs, threads, gbs / bw);
     }
   }
 
@@ -176,27 +180,30 @@ int run_kernels(int argc, char** argv) {
   if (!quick)
     runs.push_back({"bench-2g", 4, 3});
   for (const auto& r : runs) {
-    auto weights = model::model_weights::generate(
-      {*model::find_preset(r.name), 1});
+    auto weights =
+        model::model_weights::generate({*model::find_preset(r.name), 1});
     for (unsigned threads : {1u, 2u}) {
       auto f = decode(weights, threads, r.tokens, r.reps);
       double bw = threads == 1 ? read1 : read2;
       double bound = bw / f.weight_gb; // tokens/s if weights stream at bw
-      auto key = std::to_string(threads) + (threads == 1 ? "thread" : "threads");
+      auto key =
+          std::to_string(threads) + (threads == 1 ? "thread" : "threads");
       out["decode_detail"][r.name][key] = {
-        {"tokens_per_s", f.tokens_per_s}, {"bandwidth_bound_tokens_per_s", bound}};
+          {"tokens_per_s", f.tokens_per_s},
+          {"bandwidth_bound_tokens_per_s", bound}};
       // The headline figure per model: the faster of the two thread counts.
       auto& best = out["decode_tokens_per_s"][r.name];
       if (best.is_null() || best.get<double>() < f.tokens_per_s)
         best = f.tokens_per_s;
       log("decode    %-9s %u thread(s) %8.2f tokens/s  (weights %.3f GB; "
-          "bandwidth bound %.2f tokens/s = %.2f)\n", r.name, threads,
-          f.tokens_per_s, f.weight_gb, bound, f.tokens_per_s / bound);
+          "bandwidth bound %.2f tokens/s = %.2f)\n",
+          r.name, threads, f.tokens_per_s, f.weight_gb, bound,
+          f.tokens_per_s / bound);
       // Judged on both cores against the whole machine's read bandwidth.
       if (std::string{r.name} == "bench-2g")
         out[threads == 2 ? "fraction_of_bandwidth_bound"
                          : "fraction_of_bandwidth_bound_1thread"] =
-          f.tokens_per_s / bound;
+            f.tokens_per_s / bound;
     }
   }
   if (!quick)

@@ -12,15 +12,15 @@ int main(int argc, char** argv) {
     int (*run)(int, char**);
   };
   const suite suites[] = {
-    {"", nullptr}, // keeps the array non-empty whatever is built
+      {"", nullptr}, // keeps the array non-empty whatever is built
 #ifdef LOCKSTEP_BENCH_KERNELS
-    {"kernels", &run_kernels},
+      {"kernels", &run_kernels},
 #endif
 #ifdef LOCKSTEP_BENCH_PLANNER
-    {"planner", &run_planner},
+      {"planner", &run_planner},
 #endif
 #ifdef LOCKSTEP_BENCH_TRANSPORT
-    {"transport", &run_transport},
+      {"transport", &run_transport},
 #endif
   };
   if (argc >= 2)

@@ -11,8 +11,8 @@ namespace lockstep::bench {
 
 inline double now_s() {
   return std::chrono::duration<double>(
-           std::chrono::steady_clock::now().time_since_epoch())
-    .count();
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 inline double median(std::vector<double> v) {

@@ -19,8 +19,8 @@ sha256::sha256() {
 
 void sha256::update(std::span<const std::byte> bytes) {
   crypto_hash_sha256_update(
-    &state_, reinterpret_cast<const unsigned char*>(bytes.data()),
-    bytes.size());
+      &state_, reinterpret_cast<const unsigned char*>(bytes.data()),
+      bytes.size());
 }
 
 void sha256::update_f32_le(std::span<const float> values) {

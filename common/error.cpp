@@ -36,14 +36,14 @@ const error_category_info* find(caf::atom_value category) {
 
 const char* to_string(error_kind kind) {
   switch (kind) {
-    case error_kind::invalid_input:
-      return "invalid_input";
-    case error_kind::failed:
-      return "failed";
-    case error_kind::overloaded:
-      return "overloaded";
-    case error_kind::disconnected:
-      return "disconnected";
+  case error_kind::invalid_input:
+    return "invalid_input";
+  case error_kind::failed:
+    return "failed";
+  case error_kind::overloaded:
+    return "overloaded";
+  case error_kind::disconnected:
+    return "disconnected";
   }
   return "failed";
 }

@@ -48,8 +48,8 @@ float tree_reduce_in_place(std::span<float> p) {
 
 namespace {
 
-float eval(uint32_t n_blocks, tree_node node,
-           std::span<const tree_node> nodes, std::span<const float> values) {
+float eval(uint32_t n_blocks, tree_node node, std::span<const tree_node> nodes,
+           std::span<const float> values) {
   for (size_t i = 0; i < nodes.size(); ++i)
     if (nodes[i] == node)
       return values[i];

@@ -26,8 +26,8 @@ inline constexpr uint32_t block_lanes = 8;
 /// last block is summed as if padded with nothing — only lanes that have
 /// elements contribute).
 constexpr uint32_t blocks_of(uint64_t elems) {
-  return static_cast<uint32_t>((elems + reduction_block_elems - 1)
-                               / reduction_block_elems);
+  return static_cast<uint32_t>((elems + reduction_block_elems - 1) /
+                               reduction_block_elems);
 }
 
 /// A node of the canonical combine tree: blocks [first, first + count) of a

@@ -39,14 +39,20 @@ constexpr double two_over_pi = 6.36619772367581382433e-01;
 
 // Taylor series on the reduced argument, evaluated by Horner's rule with
 // fixed coefficients: deterministic by construction.
-double exp_reduced(double r) { // |r| <= 0.35
+double exp_reduced(double r) {   // |r| <= 0.35
   double p = 1.0 / 6227020800.0; // 1/13!
-  const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0,
-                             1.0 / 3628800.0,   1.0 / 362880.0,
-                             1.0 / 40320.0,     1.0 / 5040.0,
-                             1.0 / 720.0,       1.0 / 120.0,
-                             1.0 / 24.0,        1.0 / 6.0,
-                             0.5,               1.0,
+  const double inv_fact[] = {1.0 / 479001600.0,
+                             1.0 / 39916800.0,
+                             1.0 / 3628800.0,
+                             1.0 / 362880.0,
+                             1.0 / 40320.0,
+                             1.0 / 5040.0,
+                             1.0 / 720.0,
+                             1.0 / 120.0,
+                             1.0 / 24.0,
+                             1.0 / 6.0,
+                             0.5,
+                             1.0,
                              1.0};
   for (double c : inv_fact)
     p = p * r + c;
@@ -66,9 +72,12 @@ double sin_reduced(double r) { // |r| <= pi/4
 double cos_reduced(double r) { // |r| <= pi/4
   double r2 = r * r;
   double p = 1.0 / 20922789888000.0; // 1/16!
-  const double c[] = {-1.0 / 87178291200.0, 1.0 / 479001600.0,
-                      -1.0 / 3628800.0,     1.0 / 40320.0,
-                      -1.0 / 720.0,         1.0 / 24.0,
+  const double c[] = {-1.0 / 87178291200.0,
+                      1.0 / 479001600.0,
+                      -1.0 / 3628800.0,
+                      1.0 / 40320.0,
+                      -1.0 / 720.0,
+                      1.0 / 24.0,
                       -0.5};
   for (double k : c)
     p = p * r2 + k;
@@ -113,8 +122,8 @@ double log(double x) {
     e = static_cast<int>((bits >> 52) & 0x7FF) - 54;
   }
   e -= 1023;
-  double m = std::bit_cast<double>((bits & 0x000FFFFFFFFFFFFFull)
-                                   | 0x3FF0000000000000ull);
+  double m = std::bit_cast<double>((bits & 0x000FFFFFFFFFFFFFull) |
+                                   0x3FF0000000000000ull);
   if (m > 1.4142135623730951) {
     m = m * 0.5;
     e += 1;
@@ -132,28 +141,28 @@ double log(double x) {
 double sin(double x) {
   double r;
   switch (reduce_pio2(x, r)) {
-    case 0:
-      return sin_reduced(r);
-    case 1:
-      return cos_reduced(r);
-    case 2:
-      return -sin_reduced(r);
-    default:
-      return -cos_reduced(r);
+  case 0:
+    return sin_reduced(r);
+  case 1:
+    return cos_reduced(r);
+  case 2:
+    return -sin_reduced(r);
+  default:
+    return -cos_reduced(r);
   }
 }
 
 double cos(double x) {
   double r;
   switch (reduce_pio2(x, r)) {
-    case 0:
-      return cos_reduced(r);
-    case 1:
-      return -sin_reduced(r);
-    case 2:
-      return -cos_reduced(r);
-    default:
-      return sin_reduced(r);
+  case 0:
+    return cos_reduced(r);
+  case 1:
+    return -sin_reduced(r);
+  case 2:
+    return -cos_reduced(r);
+  default:
+    return sin_reduced(r);
   }
 }
 

@@ -28,8 +28,8 @@ inline const char* errc_name(uint8_t c) {
 inline error_kind errc_kind(uint8_t c) {
   return kind_of(static_cast<errc>(c));
 }
-inline const bool errc_registered = register_error_category(
-  {caf::atom("model"), &errc_name, &errc_kind});
+inline const bool errc_registered =
+    register_error_category({caf::atom("model"), &errc_name, &errc_kind});
 } // namespace detail
 
 } // namespace lockstep::model

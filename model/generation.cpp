@@ -13,18 +13,17 @@ generate(reference_engine& engine, std::span<const generation_request> reqs) {
     const auto& r = reqs[i];
     if (r.prompt.empty())
       return caf::make_error(errc::invalid_argument,
-                             "request " + std::to_string(r.request_id)
-                               + ": empty prompt");
+                             "request " + std::to_string(r.request_id) +
+                                 ": empty prompt");
     if (auto err = validate(r.sampling))
       return err;
     if (r.prompt.size() + r.max_tokens > spec.max_context + size_t{1})
-      return caf::make_error(errc::context_full,
-                             "request " + std::to_string(r.request_id) + ": "
-                               + std::to_string(r.prompt.size())
-                               + " prompt tokens + "
-                               + std::to_string(r.max_tokens)
-                               + " new tokens exceed max_context "
-                               + std::to_string(spec.max_context));
+      return caf::make_error(
+          errc::context_full,
+          "request " + std::to_string(r.request_id) + ": " +
+              std::to_string(r.prompt.size()) + " prompt tokens + " +
+              std::to_string(r.max_tokens) + " new tokens exceed max_context " +
+              std::to_string(spec.max_context));
   }
   size_t n = reqs.size();
   std::vector<sequence_state> seqs;
@@ -37,7 +36,7 @@ generate(reference_engine& engine, std::span<const generation_request> reqs) {
     hashes[i].update_f32_le(logits);
     const auto& r = reqs[i];
     out[i].tokens.push_back(
-      sample(logits, r.sampling, r.request_id, out[i].tokens.size()));
+        sample(logits, r.sampling, r.request_id, out[i].tokens.size()));
   };
 
   // Prefill: every request advances by one chunk per forward pass.
@@ -49,8 +48,8 @@ generate(reference_engine& engine, std::span<const generation_request> reqs) {
       const auto& p = reqs[i].prompt;
       if (reqs[i].max_tokens == 0 || fed[i] == p.size())
         continue;
-      size_t chunk = reqs[i].prefill_chunk == 0 ? p.size()
-                                                : reqs[i].prefill_chunk;
+      size_t chunk =
+          reqs[i].prefill_chunk == 0 ? p.size() : reqs[i].prefill_chunk;
       size_t len = std::min(chunk, p.size() - fed[i]);
       batch.push_back({&seqs[i], std::span{p}.subspan(fed[i], len)});
       owner.push_back(i);

@@ -18,8 +18,8 @@ static_assert(B % L == 0);
 
 // The lane combine of the rule, written out so no compiler reassociates it.
 inline float combine_lanes(const float* acc) {
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3]))
-         + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+         ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 // Full blocks take the branch-free path the compiler vectorises: 8 lanes are
@@ -61,7 +61,8 @@ private:
 };
 
 // Pointer to local row r of `w` as f32, converting into `tmp` if needed.
-inline const float* row_f32(const tensor& w, uint32_t r, std::vector<float>& tmp) {
+inline const float* row_f32(const tensor& w, uint32_t r,
+                            std::vector<float>& tmp) {
   if (w.type() == dtype::f32)
     return reinterpret_cast<const float*>(w.row(r).data());
   w.to_f32(r, 0, w.cols(), tmp.data());
@@ -117,8 +118,8 @@ void matmul_rows(const matmul_args& a, uint32_t r0, uint32_t r1, float* y,
           p.data()[i] = full_block_dot(wr + i * B, xt + i * B);
       } else {
         for (uint32_t i = 0; i < nb; ++i)
-          p.data()[i] = any_block_dot(wr + i * B, xt + i * B,
-                                      std::min(B, k - i * B));
+          p.data()[i] =
+              any_block_dot(wr + i * B, xt + i * B, std::min(B, k - i * B));
       }
       y[size_t{t} * ldy + r] = tree_reduce_in_place(p.span());
     }
@@ -134,8 +135,8 @@ void matmul(const matmul_args& a, float* y, uint32_t ldy) {
   const tensor& w = *a.w;
   assert(w.cols() == w.full_shape().cols);
   uint32_t rows = w.rows();
-  if (a.pool == nullptr || a.pool->size() == 1
-      || w.bytes().size() < parallel_min_bytes) {
+  if (a.pool == nullptr || a.pool->size() == 1 ||
+      w.bytes().size() < parallel_min_bytes) {
     matmul_rows(a, 0, rows, y, ldy);
     return;
   }
@@ -172,8 +173,8 @@ std::vector<float> matmul_pieces(const matmul_args& a,
       float* dst = out.data() + (size_t{t} * w.rows() + r) * pieces.size();
       for (size_t q = 0; q < pieces.size(); ++q) {
         uint32_t begin = pieces[q].first - first_block;
-        uint32_t end = std::min(pieces[q].first + pieces[q].count, n_blocks)
-                       - first_block;
+        uint32_t end =
+            std::min(pieces[q].first + pieces[q].count, n_blocks) - first_block;
         dst[q] = tree_reduce_in_place(p.span().subspan(begin, end - begin));
       }
     }
@@ -191,9 +192,9 @@ void rms_norm(const float* x, const float* w, uint32_t n, float eps,
 }
 
 rope_table::rope_table(uint32_t head_dim, double theta, uint32_t max_positions)
-  : half_(head_dim / 2),
-    cos_(size_t{max_positions} * half_),
-    sin_(size_t{max_positions} * half_) {
+    : half_(head_dim / 2)
+    , cos_(size_t{max_positions} * half_)
+    , sin_(size_t{max_positions} * half_) {
   double log_theta = det::log(theta);
   std::vector<double> inv_freq(half_);
   for (uint32_t i = 0; i < half_; ++i)
@@ -225,8 +226,8 @@ void attention_head(const float* q, const float* k, const float* v,
                     float scale, float* out, float* scratch) {
   float* scores = scratch;
   uint32_t nb = blocks_of(n_pos);
-  float* part = scores + n_pos;                // [nb][head_dim]
-  float* acc = part + size_t{nb} * head_dim;   // [8][head_dim]
+  float* part = scores + n_pos;              // [nb][head_dim]
+  float* acc = part + size_t{nb} * head_dim; // [8][head_dim]
   for (uint32_t t = 0; t < n_pos; ++t)
     scores[t] = dot(q, k + size_t{t} * stride, head_dim) * scale;
   float m = scores[0];

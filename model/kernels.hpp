@@ -41,7 +41,7 @@ float sum(const float* v, uint32_t n);
 struct matmul_args {
   const float* x = nullptr; // [tokens x ldx], column 0 = reduction column c0
   uint32_t tokens = 0;
-  uint32_t ldx = 0;         // floats between tokens in x
+  uint32_t ldx = 0; // floats between tokens in x
   const tensor* w = nullptr;
   /// Optional: split output rows over these threads (never changes bits).
   worker_pool* pool = nullptr;

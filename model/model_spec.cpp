@@ -9,39 +9,39 @@ namespace lockstep::model {
 
 const char* to_string(errc code) {
   switch (code) {
-    case errc::unknown_model:
-      return "unknown_model";
-    case errc::invalid_spec:
-      return "invalid_spec";
-    case errc::invalid_shard:
-      return "invalid_shard";
-    case errc::invalid_argument:
-      return "invalid_argument";
-    case errc::context_full:
-      return "context_full";
+  case errc::unknown_model:
+    return "unknown_model";
+  case errc::invalid_spec:
+    return "invalid_spec";
+  case errc::invalid_shard:
+    return "invalid_shard";
+  case errc::invalid_argument:
+    return "invalid_argument";
+  case errc::context_full:
+    return "context_full";
   }
   return "unknown";
 }
 
 error_kind kind_of(errc code) {
   switch (code) {
-    case errc::context_full:
-      return error_kind::overloaded;
-    default:
-      return error_kind::invalid_input;
+  case errc::context_full:
+    return error_kind::overloaded;
+  default:
+    return error_kind::invalid_input;
   }
 }
 
 const char* to_string(dtype t) {
   switch (t) {
-    case dtype::f32:
-      return "f32";
-    case dtype::f16:
-      return "f16";
-    case dtype::bf16:
-      return "bf16";
-    case dtype::int8:
-      return "int8";
+  case dtype::f32:
+    return "f32";
+  case dtype::f16:
+    return "f16";
+  case dtype::bf16:
+    return "bf16";
+  case dtype::int8:
+    return "int8";
   }
   return "f32";
 }
@@ -51,19 +51,19 @@ caf::expected<dtype> parse_dtype(std::string_view name) {
     if (name == to_string(t))
       return t;
   return caf::make_error(errc::invalid_argument,
-                         "unknown dtype '" + std::string{name}
-                           + "' (expected f32, f16, bf16 or int8)");
+                         "unknown dtype '" + std::string{name} +
+                             "' (expected f32, f16, bf16 or int8)");
 }
 
 uint32_t element_bytes(dtype t) {
   switch (t) {
-    case dtype::f32:
-      return 4;
-    case dtype::f16:
-    case dtype::bf16:
-      return 2;
-    case dtype::int8:
-      return 1;
+  case dtype::f32:
+    return 4;
+  case dtype::f16:
+  case dtype::bf16:
+    return 2;
+  case dtype::int8:
+    return 1;
   }
   return 4;
 }
@@ -97,28 +97,28 @@ model_spec make(std::string name, uint32_t layers, uint32_t d_model,
 // (hardware.md), which is what makes 70B fit ~576 chips.
 std::vector<model_spec> make_presets() {
   return {
-    make("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256, 500000.0, 8192,
-         dtype::int8),
-    make("llama-2-70b", 80, 8192, 64, 8, 128, 28672, 32000, 10000.0, 4096,
-         dtype::int8),
-    make("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256, 500000.0, 8192,
-         dtype::int8),
-    // Falcon-180B's attention and embedding shape (80 layers, d 14848, 232
-    // heads of 64, 8 KV heads, vocab 65024) with a Llama-style SwiGLU MLP
-    // whose width (3 * d * d_ff ~= Falcon's 2 * d * 4d) keeps ~179B params.
-    make("falcon-180b", 80, 14848, 232, 8, 64, 39424, 65024, 10000.0, 2048,
-         dtype::int8),
-    // Tiny models that run end to end on this machine (f32, < 200 MB each),
-    // deep enough that a plan can spread them over 8 / 64 / 512 / 1500 chips.
-    make("tiny-8", 4, 256, 4, 2, 64, 768, 1024, 10000.0, 512, dtype::f32),
-    make("tiny-64", 16, 512, 8, 2, 64, 1024, 4096, 10000.0, 1024, dtype::f32),
-    make("tiny-512", 24, 384, 6, 2, 64, 1024, 4096, 10000.0, 1024,
-         dtype::f32),
-    make("tiny-1500", 48, 256, 4, 2, 64, 768, 4096, 10000.0, 1024,
-         dtype::f32),
-    // ~2.2 GiB of f32 weights: far above any cache, for bandwidth benchmarks.
-    make("bench-2g", 10, 2048, 16, 4, 128, 5632, 32000, 10000.0, 1024,
-         dtype::f32),
+      make("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256, 500000.0, 8192,
+           dtype::int8),
+      make("llama-2-70b", 80, 8192, 64, 8, 128, 28672, 32000, 10000.0, 4096,
+           dtype::int8),
+      make("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256, 500000.0, 8192,
+           dtype::int8),
+      // Falcon-180B's attention and embedding shape (80 layers, d 14848, 232
+      // heads of 64, 8 KV heads, vocab 65024) with a Llama-style SwiGLU MLP
+      // whose width (3 * d * d_ff ~= Falcon's 2 * d * 4d) keeps ~179B params.
+      make("falcon-180b", 80, 14848, 232, 8, 64, 39424, 65024, 10000.0, 2048,
+           dtype::int8),
+      // Tiny models that run end to end on this machine (f32, < 200 MB each),
+      // deep enough that a plan can spread them over 8 / 64 / 512 / 1500 chips.
+      make("tiny-8", 4, 256, 4, 2, 64, 768, 1024, 10000.0, 512, dtype::f32),
+      make("tiny-64", 16, 512, 8, 2, 64, 1024, 4096, 10000.0, 1024, dtype::f32),
+      make("tiny-512", 24, 384, 6, 2, 64, 1024, 4096, 10000.0, 1024,
+           dtype::f32),
+      make("tiny-1500", 48, 256, 4, 2, 64, 768, 4096, 10000.0, 1024,
+           dtype::f32),
+      // ~2.2 GiB of f32 weights: far above any cache, for bandwidth benchmarks.
+      make("bench-2g", 10, 2048, 16, 4, 128, 5632, 32000, 10000.0, 1024,
+           dtype::f32),
   };
 }
 
@@ -128,8 +128,7 @@ const std::vector<model_spec>& presets() {
 }
 
 caf::error spec_error(const model_spec& s, const std::string& what) {
-  return caf::make_error(errc::invalid_spec,
-                         "model '" + s.name + "': " + what);
+  return caf::make_error(errc::invalid_spec, "model '" + s.name + "': " + what);
 }
 
 } // namespace
@@ -141,9 +140,9 @@ caf::expected<model_spec> find_preset(std::string_view name) {
   std::string known;
   for (const auto& p : presets())
     known += (known.empty() ? "" : ", ") + p.name;
-  return caf::make_error(errc::unknown_model, "unknown model '"
-                                                + std::string{name}
-                                                + "' (known: " + known + ")");
+  return caf::make_error(errc::unknown_model, "unknown model '" +
+                                                  std::string{name} +
+                                                  "' (known: " + known + ")");
 }
 
 std::vector<std::string> preset_names() {
@@ -160,14 +159,14 @@ caf::error validate(const model_spec& s) {
     return {};
   };
   for (auto [v, f] : std::array<std::pair<uint32_t, const char*>, 8>{
-         {{s.n_layers, "n_layers"},
-          {s.d_model, "d_model"},
-          {s.n_heads, "n_heads"},
-          {s.n_kv_heads, "n_kv_heads"},
-          {s.head_dim, "head_dim"},
-          {s.d_ff, "d_ff"},
-          {s.vocab, "vocab"},
-          {s.max_context, "max_context"}}})
+           {{s.n_layers, "n_layers"},
+            {s.d_model, "d_model"},
+            {s.n_heads, "n_heads"},
+            {s.n_kv_heads, "n_kv_heads"},
+            {s.head_dim, "head_dim"},
+            {s.d_ff, "d_ff"},
+            {s.vocab, "vocab"},
+            {s.max_context, "max_context"}}})
     if (auto err = positive(v, f))
       return err;
   if (s.n_layers >= global_layer)
@@ -176,10 +175,12 @@ caf::error validate(const model_spec& s) {
     return spec_error(s, "n_heads must be a multiple of n_kv_heads");
   // Every reduction dimension is a whole number of determinism blocks.
   for (auto [v, f] : std::array<std::pair<uint32_t, const char*>, 3>{
-         {{s.d_model, "d_model"}, {s.d_ff, "d_ff"}, {s.head_dim, "head_dim"}}})
+           {{s.d_model, "d_model"},
+            {s.d_ff, "d_ff"},
+            {s.head_dim, "head_dim"}}})
     if (v % reduction_block_elems != 0)
-      return spec_error(s, std::string{f} + " must be a multiple of "
-                             + std::to_string(reduction_block_elems));
+      return spec_error(s, std::string{f} + " must be a multiple of " +
+                               std::to_string(reduction_block_elems));
   if (s.head_dim % 2 != 0)
     return spec_error(s, "head_dim must be even (RoPE rotates pairs)");
   if (!(s.rope_theta > 1.0))
@@ -193,16 +194,16 @@ caf::error validate(const model_spec& s) {
 
 uint64_t model_spec::layer_param_count() const {
   uint64_t d = d_model;
-  return 2 * d                                  // attn_norm, mlp_norm
-         + d * q_dim() * 2                      // wq, wo
-         + d * kv_dim() * 2                     // wk, wv
-         + 3 * d * uint64_t{d_ff};              // gate, up, down
+  return 2 * d                     // attn_norm, mlp_norm
+         + d * q_dim() * 2         // wq, wo
+         + d * kv_dim() * 2        // wk, wv
+         + 3 * d * uint64_t{d_ff}; // gate, up, down
 }
 
 uint64_t model_spec::param_count() const {
-  return uint64_t{n_layers} * layer_param_count()
-         + 2 * uint64_t{vocab} * d_model // embedding and LM head
-         + d_model;                      // final norm
+  return uint64_t{n_layers} * layer_param_count() +
+         2 * uint64_t{vocab} * d_model // embedding and LM head
+         + d_model;                    // final norm
 }
 
 uint64_t model_spec::layer_weight_bytes() const {
@@ -215,10 +216,10 @@ uint64_t model_spec::layer_weight_bytes() const {
 }
 
 uint64_t model_spec::weight_bytes() const {
-  return uint64_t{n_layers} * layer_weight_bytes()
-         + tensor_bytes(*this, tensor_kind::tok_embedding)
-         + tensor_bytes(*this, tensor_kind::lm_head)
-         + tensor_bytes(*this, tensor_kind::final_norm);
+  return uint64_t{n_layers} * layer_weight_bytes() +
+         tensor_bytes(*this, tensor_kind::tok_embedding) +
+         tensor_bytes(*this, tensor_kind::lm_head) +
+         tensor_bytes(*this, tensor_kind::final_norm);
 }
 
 uint64_t model_spec::kv_bytes_per_token_per_layer() const {
@@ -230,8 +231,8 @@ uint64_t model_spec::kv_bytes_per_token_per_layer() const {
 namespace {
 
 constexpr std::array<const char*, 12> tensor_kind_names = {
-  "tok_embedding", "attn_norm", "wq",   "wk",   "wv",         "wo",
-  "mlp_norm",      "w_gate",    "w_up", "w_down", "final_norm", "lm_head"};
+    "tok_embedding", "attn_norm", "wq",   "wk",     "wv",         "wo",
+    "mlp_norm",      "w_gate",    "w_up", "w_down", "final_norm", "lm_head"};
 
 } // namespace
 
@@ -249,8 +250,8 @@ caf::expected<tensor_kind> parse_tensor_kind(std::string_view name) {
 }
 
 bool is_norm(tensor_kind kind) {
-  return kind == tensor_kind::attn_norm || kind == tensor_kind::mlp_norm
-         || kind == tensor_kind::final_norm;
+  return kind == tensor_kind::attn_norm || kind == tensor_kind::mlp_norm ||
+         kind == tensor_kind::final_norm;
 }
 
 std::string to_string(const tensor_id& id) {
@@ -270,9 +271,10 @@ caf::expected<tensor_id> parse_tensor_id(std::string_view text) {
     auto dot = text.find('.');
     if (dot != std::string_view::npos) {
       uint32_t layer = 0;
-      auto [ptr, ec] = std::from_chars(text.data() + 1, text.data() + dot,
-                                       layer);
-      if (ec != std::errc{} || ptr != text.data() + dot || layer >= global_layer)
+      auto [ptr, ec] =
+          std::from_chars(text.data() + 1, text.data() + dot, layer);
+      if (ec != std::errc{} || ptr != text.data() + dot ||
+          layer >= global_layer)
         return bad();
       id.layer = layer;
       name = text.substr(dot + 1);
@@ -281,9 +283,9 @@ caf::expected<tensor_id> parse_tensor_id(std::string_view text) {
   auto kind = parse_tensor_kind(name);
   if (!kind)
     return bad();
-  bool global = *kind == tensor_kind::tok_embedding
-                || *kind == tensor_kind::final_norm
-                || *kind == tensor_kind::lm_head;
+  bool global = *kind == tensor_kind::tok_embedding ||
+                *kind == tensor_kind::final_norm ||
+                *kind == tensor_kind::lm_head;
   if (global != (id.layer == global_layer))
     return bad();
   id.kind = *kind;
@@ -292,25 +294,25 @@ caf::expected<tensor_id> parse_tensor_id(std::string_view text) {
 
 tensor_shape shape_of(const model_spec& s, tensor_kind kind) {
   switch (kind) {
-    case tensor_kind::tok_embedding:
-    case tensor_kind::lm_head:
-      return {s.vocab, s.d_model};
-    case tensor_kind::attn_norm:
-    case tensor_kind::mlp_norm:
-    case tensor_kind::final_norm:
-      return {1, s.d_model};
-    case tensor_kind::wq:
-      return {s.q_dim(), s.d_model};
-    case tensor_kind::wk:
-    case tensor_kind::wv:
-      return {s.kv_dim(), s.d_model};
-    case tensor_kind::wo:
-      return {s.d_model, s.q_dim()};
-    case tensor_kind::w_gate:
-    case tensor_kind::w_up:
-      return {s.d_ff, s.d_model};
-    case tensor_kind::w_down:
-      return {s.d_model, s.d_ff};
+  case tensor_kind::tok_embedding:
+  case tensor_kind::lm_head:
+    return {s.vocab, s.d_model};
+  case tensor_kind::attn_norm:
+  case tensor_kind::mlp_norm:
+  case tensor_kind::final_norm:
+    return {1, s.d_model};
+  case tensor_kind::wq:
+    return {s.q_dim(), s.d_model};
+  case tensor_kind::wk:
+  case tensor_kind::wv:
+    return {s.kv_dim(), s.d_model};
+  case tensor_kind::wo:
+    return {s.d_model, s.q_dim()};
+  case tensor_kind::w_gate:
+  case tensor_kind::w_up:
+    return {s.d_ff, s.d_model};
+  case tensor_kind::w_down:
+    return {s.d_model, s.d_ff};
   }
   return {};
 }

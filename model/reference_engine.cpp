@@ -20,14 +20,14 @@ void add_in_place(float* x, const float* y, size_t n) {
 
 reference_engine::reference_engine(const model_weights& weights,
                                    unsigned threads)
-  : w_(weights),
-    rope_(weights.spec.head_dim, weights.spec.rope_theta,
-          weights.spec.max_context),
-    pool_(std::make_unique<worker_pool>(threads == 0 ? 1 : threads)) {
+    : w_(weights)
+    , rope_(weights.spec.head_dim, weights.spec.rope_theta,
+            weights.spec.max_context)
+    , pool_(std::make_unique<worker_pool>(threads == 0 ? 1 : threads)) {
   const auto& s = w_.spec;
-  scratch_.resize(s.max_context
-                  + (size_t{blocks_of(s.max_context)} + block_lanes)
-                      * s.head_dim);
+  scratch_.resize(s.max_context +
+                  (size_t{blocks_of(s.max_context)} + block_lanes) *
+                      s.head_dim);
 }
 
 sequence_state reference_engine::new_sequence() const {
@@ -58,15 +58,15 @@ reference_engine::forward(std::span<const sequence_chunk> batch) {
     for (auto tok : c.tokens)
       if (tok < 0 || static_cast<uint32_t>(tok) >= s.vocab)
         return caf::make_error(errc::invalid_argument,
-                               where + ": token " + std::to_string(tok)
-                                 + " outside the vocabulary [0, "
-                                 + std::to_string(s.vocab) + ")");
+                               where + ": token " + std::to_string(tok) +
+                                   " outside the vocabulary [0, " +
+                                   std::to_string(s.vocab) + ")");
     if (c.seq->length_ + c.tokens.size() > s.max_context)
       return caf::make_error(errc::context_full,
-                             where + ": " + std::to_string(c.seq->length_)
-                               + " + " + std::to_string(c.tokens.size())
-                               + " tokens exceed max_context "
-                               + std::to_string(s.max_context));
+                             where + ": " + std::to_string(c.seq->length_) +
+                                 " + " + std::to_string(c.tokens.size()) +
+                                 " tokens exceed max_context " +
+                                 std::to_string(s.max_context));
     n_tok += c.tokens.size();
   }
   if (n_tok == 0)
@@ -110,7 +110,8 @@ reference_engine::forward(std::span<const sequence_chunk> batch) {
     rms_norm(x_.data() + (t - 1) * s.d_model, f32_data(w_.final_norm),
              s.d_model, s.rms_eps, normed.data());
     std::vector<float> out(s.vocab);
-    matmul({normed.data(), 1, s.d_model, &w_.lm_head, pool_.get()}, out.data(), s.vocab);
+    matmul({normed.data(), 1, s.d_model, &w_.lm_head, pool_.get()}, out.data(),
+           s.vocab);
     logits.push_back(std::move(out));
     c.seq->length_ += static_cast<uint32_t>(c.tokens.size());
   }
@@ -151,8 +152,8 @@ void reference_engine::layer_forward(uint32_t layer, uint32_t n_tok) {
       uint32_t kvh = h / group;
       attention_head(q_.data() + size_t{t} * qd + size_t{h} * hd,
                      seq->k_[layer].data() + size_t{kvh} * hd,
-                     seq->v_[layer].data() + size_t{kvh} * hd,
-                     tok_pos_[t] + 1, kvd, hd, scale,
+                     seq->v_[layer].data() + size_t{kvh} * hd, tok_pos_[t] + 1,
+                     kvd, hd, scale,
                      attn_.data() + size_t{t} * qd + size_t{h} * hd,
                      scratch_.data());
     }
@@ -164,10 +165,12 @@ void reference_engine::layer_forward(uint32_t layer, uint32_t n_tok) {
   for (uint32_t t = 0; t < n_tok; ++t)
     rms_norm(x_.data() + size_t{t} * d, f32_data(lw.mlp_norm), d, s.rms_eps,
              xn_.data() + size_t{t} * d);
-  matmul({xn_.data(), n_tok, d, &lw.w_gate, pool_.get()}, ffn_a_.data(), s.d_ff);
+  matmul({xn_.data(), n_tok, d, &lw.w_gate, pool_.get()}, ffn_a_.data(),
+         s.d_ff);
   matmul({xn_.data(), n_tok, d, &lw.w_up, pool_.get()}, ffn_b_.data(), s.d_ff);
   swiglu(ffn_a_.data(), ffn_b_.data(), n_tok * s.d_ff, ffn_a_.data());
-  matmul({ffn_a_.data(), n_tok, s.d_ff, &lw.w_down, pool_.get()}, xn_.data(), d);
+  matmul({ffn_a_.data(), n_tok, s.d_ff, &lw.w_down, pool_.get()}, xn_.data(),
+         d);
   add_in_place(x_.data(), xn_.data(), size_t{n_tok} * d);
 }
 

@@ -44,8 +44,7 @@ class reference_engine {
 public:
   /// Borrows `weights`, which must outlive the engine. Large matmuls split
   /// their rows over `threads` threads (results do not depend on it).
-  explicit reference_engine(const model_weights& weights,
-                            unsigned threads = 1);
+  explicit reference_engine(const model_weights& weights, unsigned threads = 1);
 
   const model_spec& spec() const noexcept { return w_.spec; }
 

@@ -14,12 +14,12 @@ namespace lockstep::model {
 caf::error validate(const sampling_params& p) {
   if (!(p.temperature >= 0.0f) || p.temperature > 1e6f)
     return caf::make_error(errc::invalid_argument,
-                           "temperature must be in [0, 1e6], got "
-                             + std::to_string(p.temperature));
+                           "temperature must be in [0, 1e6], got " +
+                               std::to_string(p.temperature));
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
     return caf::make_error(errc::invalid_argument,
-                           "top_p must be in (0, 1], got "
-                             + std::to_string(p.top_p));
+                           "top_p must be in (0, 1], got " +
+                               std::to_string(p.top_p));
   return {};
 }
 

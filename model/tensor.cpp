@@ -10,13 +10,13 @@ namespace lockstep::model {
 
 caf::error check_shard(tensor_shape shape, const shard_range& r) {
   auto bad = [&](const std::string& what) {
-    return caf::make_error(
-      errc::invalid_shard,
-      "shard rows [" + std::to_string(r.row_begin) + ","
-        + std::to_string(r.row_end) + ") cols [" + std::to_string(r.col_begin)
-        + "," + std::to_string(r.col_end) + ") of a "
-        + std::to_string(shape.rows) + "x" + std::to_string(shape.cols)
-        + " tensor: " + what);
+    return caf::make_error(errc::invalid_shard,
+                           "shard rows [" + std::to_string(r.row_begin) + "," +
+                               std::to_string(r.row_end) + ") cols [" +
+                               std::to_string(r.col_begin) + "," +
+                               std::to_string(r.col_end) + ") of a " +
+                               std::to_string(shape.rows) + "x" +
+                               std::to_string(shape.cols) + " tensor: " + what);
   };
   if (r.row_begin >= r.row_end || r.col_begin >= r.col_end)
     return bad("empty");
@@ -26,17 +26,17 @@ caf::error check_shard(tensor_shape shape, const shard_range& r) {
     return c % reduction_block_elems == 0 || c == shape.cols;
   };
   if (!on_block(r.col_begin) || !on_block(r.col_end))
-    return bad("column bounds must lie on reduction-block boundaries ("
-               + std::to_string(reduction_block_elems) + ")");
+    return bad("column bounds must lie on reduction-block boundaries (" +
+               std::to_string(reduction_block_elems) + ")");
   return {};
 }
 
 tensor::tensor(tensor_shape full_shape, dtype type, shard_range range)
-  : full_shape_(full_shape),
-    type_(type),
-    range_(range),
-    row_bytes_(size_t{range.cols()} * element_bytes(type)),
-    data_(row_bytes_ * range.rows()) {
+    : full_shape_(full_shape)
+    , type_(type)
+    , range_(range)
+    , row_bytes_(size_t{range.cols()} * element_bytes(type))
+    , data_(row_bytes_ * range.rows()) {
   if (type == dtype::int8)
     scales_.resize(range.rows());
 }
@@ -44,28 +44,28 @@ tensor::tensor(tensor_shape full_shape, dtype type, shard_range range)
 void tensor::to_f32(uint32_t r, uint32_t c, uint32_t n, float* out) const {
   const std::byte* base = data_.data() + size_t{r} * row_bytes_;
   switch (type_) {
-    case dtype::f32:
-      std::memcpy(out, base + size_t{c} * 4, size_t{n} * 4);
-      break;
-    case dtype::f16: {
-      auto* p = reinterpret_cast<const uint16_t*>(base) + c;
-      for (uint32_t i = 0; i < n; ++i)
-        out[i] = f16_bits_to_f32(p[i]);
-      break;
-    }
-    case dtype::bf16: {
-      auto* p = reinterpret_cast<const uint16_t*>(base) + c;
-      for (uint32_t i = 0; i < n; ++i)
-        out[i] = bf16_bits_to_f32(p[i]);
-      break;
-    }
-    case dtype::int8: {
-      auto* p = reinterpret_cast<const int8_t*>(base) + c;
-      float s = scales_[r];
-      for (uint32_t i = 0; i < n; ++i)
-        out[i] = static_cast<float>(p[i]) * s;
-      break;
-    }
+  case dtype::f32:
+    std::memcpy(out, base + size_t{c} * 4, size_t{n} * 4);
+    break;
+  case dtype::f16: {
+    auto* p = reinterpret_cast<const uint16_t*>(base) + c;
+    for (uint32_t i = 0; i < n; ++i)
+      out[i] = f16_bits_to_f32(p[i]);
+    break;
+  }
+  case dtype::bf16: {
+    auto* p = reinterpret_cast<const uint16_t*>(base) + c;
+    for (uint32_t i = 0; i < n; ++i)
+      out[i] = bf16_bits_to_f32(p[i]);
+    break;
+  }
+  case dtype::int8: {
+    auto* p = reinterpret_cast<const int8_t*>(base) + c;
+    float s = scales_[r];
+    for (uint32_t i = 0; i < n; ++i)
+      out[i] = static_cast<float>(p[i]) * s;
+    break;
+  }
   }
 }
 
@@ -89,16 +89,17 @@ void tensor::copy_overlap_from(const tensor& src) {
 }
 
 bool operator==(const tensor& a, const tensor& b) {
-  return a.full_shape_ == b.full_shape_ && a.type_ == b.type_
-         && a.range_ == b.range_ && a.data_ == b.data_
-         && std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(),
-                       b.scales_.end(), [](float x, float y) {
-                         return std::bit_cast<uint32_t>(x)
-                                == std::bit_cast<uint32_t>(y);
-                       });
+  return a.full_shape_ == b.full_shape_ && a.type_ == b.type_ &&
+         a.range_ == b.range_ && a.data_ == b.data_ &&
+         std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(),
+                    b.scales_.end(), [](float x, float y) {
+                      return std::bit_cast<uint32_t>(x) ==
+                             std::bit_cast<uint32_t>(y);
+                    });
 }
 
-// --- Half-precision conversions ------------------------------------------------
+// --- Half-precision conversions
+// ------------------------------------------------
 
 uint16_t f32_to_f16_bits(float x) {
   uint32_t f = std::bit_cast<uint32_t>(x);
@@ -143,8 +144,8 @@ float f16_bits_to_f32(uint16_t h) {
         ++e;
         mant <<= 1;
       } while ((mant & 0x400u) == 0);
-      f = sign | (static_cast<uint32_t>(127 - 15 - e) << 23)
-          | ((mant & 0x3FFu) << 13);
+      f = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) |
+          ((mant & 0x3FFu) << 13);
     }
   } else if (exp == 0x1F) {
     f = sign | 0x7F800000u | (mant << 13);

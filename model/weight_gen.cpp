@@ -37,8 +37,8 @@ float row_amplitude(uint64_t key, uint32_t row, uint32_t cols) {
 } // namespace
 
 weight_generator::weight_generator(model_spec spec, uint64_t seed)
-  : spec_(std::move(spec)), seed_(seed) {
-}
+    : spec_(std::move(spec))
+    , seed_(seed) {}
 
 caf::expected<tensor> weight_generator::generate(tensor_id id,
                                                  const shard_range& r) const {
@@ -52,18 +52,17 @@ caf::expected<tensor> weight_generator::generate(tensor_id id,
   bool norm = is_norm(id.kind);
   for (uint32_t row = r.row_begin; row < r.row_end; ++row) {
     uint32_t lr = row - r.row_begin;
-    float amp = embedding || norm ? 1.0f
-                                  : row_amplitude(key, row, shape.cols);
+    float amp = embedding || norm ? 1.0f : row_amplitude(key, row, shape.cols);
     auto* out = t.row(lr).data();
     uint64_t base = uint64_t{row} * shape.cols;
     if (type == dtype::int8) {
       t.scales()[lr] = amp / 127.0f;
       for (uint32_t c = r.col_begin; c < r.col_end; ++c) {
         // q uniform in [-127, 127]: 255 values from the top bits.
-        auto q = static_cast<int32_t>((mix64(key, base + c) >> 32) % 255u)
-                 - 127;
+        auto q =
+            static_cast<int32_t>((mix64(key, base + c) >> 32) % 255u) - 127;
         reinterpret_cast<int8_t*>(out)[c - r.col_begin] =
-          static_cast<int8_t>(q);
+            static_cast<int8_t>(q);
       }
       continue;
     }
@@ -72,17 +71,17 @@ caf::expected<tensor> weight_generator::generate(tensor_id id,
       float v = norm ? 1.0f + 0.1f * u : amp * u;
       uint32_t lc = c - r.col_begin;
       switch (type) {
-        case dtype::f32:
-          std::memcpy(out + size_t{lc} * 4, &v, 4);
-          break;
-        case dtype::f16:
-          reinterpret_cast<uint16_t*>(out)[lc] = f32_to_f16_bits(v);
-          break;
-        case dtype::bf16:
-          reinterpret_cast<uint16_t*>(out)[lc] = f32_to_bf16_bits(v);
-          break;
-        case dtype::int8:
-          break;
+      case dtype::f32:
+        std::memcpy(out + size_t{lc} * 4, &v, 4);
+        break;
+      case dtype::f16:
+        reinterpret_cast<uint16_t*>(out)[lc] = f32_to_f16_bits(v);
+        break;
+      case dtype::bf16:
+        reinterpret_cast<uint16_t*>(out)[lc] = f32_to_bf16_bits(v);
+        break;
+      case dtype::int8:
+        break;
       }
     }
   }

@@ -14,8 +14,8 @@ int fail(int code, const std::string& message) {
 
 void add_output_option(CLI::App& cmd, std::string& format) {
   cmd.add_option("-o,--output", format, "output format")
-    ->check(CLI::IsMember({"text", "json"}))
-    ->default_val("text");
+      ->check(CLI::IsMember({"text", "json"}))
+      ->default_val("text");
 }
 
 } // namespace lockstep::tools

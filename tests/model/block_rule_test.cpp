@@ -57,7 +57,7 @@ TEST(block_rule, any_split_gives_the_same_bits) {
         cuts.push_back(n * i / ways);
       float got = split(p, cuts);
       EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(ref))
-        << "n=" << n << " ways=" << ways;
+          << "n=" << n << " ways=" << ways;
     }
   }
 }

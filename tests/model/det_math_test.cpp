@@ -20,7 +20,7 @@ TEST(det_math, exp_matches_libm_closely) {
 TEST(det_math, log_matches_libm_closely) {
   for (double x = 1e-300; x < 1e300; x *= 3.7)
     EXPECT_NEAR(det::log(x), std::log(x), 1e-13 * std::abs(std::log(x)) + 1e-15)
-      << x;
+        << x;
   EXPECT_NEAR(det::log(500000.0), std::log(500000.0), 1e-13);
 }
 
@@ -35,7 +35,7 @@ TEST(half_precision, f16_known_values_and_rounding) {
   EXPECT_EQ(f32_to_f16_bits(1.0f), 0x3C00);
   EXPECT_EQ(f32_to_f16_bits(-2.0f), 0xC000);
   EXPECT_EQ(f32_to_f16_bits(65504.0f), 0x7BFF);
-  EXPECT_EQ(f32_to_f16_bits(1e6f), 0x7C00); // overflow to inf
+  EXPECT_EQ(f32_to_f16_bits(1e6f), 0x7C00);          // overflow to inf
   EXPECT_EQ(f32_to_f16_bits(5.9604645e-8f), 0x0001); // smallest subnormal
   // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1).
   EXPECT_EQ(f32_to_f16_bits(1.0f + 0x1p-11f), 0x3C00);
@@ -52,7 +52,7 @@ TEST(half_precision, bf16_round_to_nearest_even) {
   float above = std::bit_cast<float>(0x3F808001u);
   EXPECT_EQ(f32_to_bf16_bits(above), 0x3F81);
   EXPECT_TRUE(std::isnan(bf16_bits_to_f32(
-    f32_to_bf16_bits(std::numeric_limits<float>::quiet_NaN()))));
+      f32_to_bf16_bits(std::numeric_limits<float>::quiet_NaN()))));
 }
 
 } // namespace

@@ -25,8 +25,8 @@ std::vector<float> random_vec(size_t n, uint64_t key) {
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size()
-         && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 model_spec spec_with(dtype t) {
@@ -67,7 +67,8 @@ TEST_P(kernels_by_dtype, matmul_matches_double_precision) {
 }
 
 // The headline property: whole == split, bit for bit, in every dimension.
-TEST_P(kernels_by_dtype, splits_by_tokens_rows_and_reduction_are_bit_identical) {
+TEST_P(kernels_by_dtype,
+       splits_by_tokens_rows_and_reduction_are_bit_identical) {
   weight_generator gen{spec_with(GetParam()), 3};
   tensor_id id{1, tensor_kind::w_down}; // 256 rows x 768 cols = 12 blocks
   auto w = gen.generate(id);
@@ -126,7 +127,7 @@ TEST_P(kernels_by_dtype, splits_by_tokens_rows_and_reduction_are_bit_identical) 
           for (size_t q = 0; q < nodes[p].size(); ++q) {
             all_nodes.push_back(nodes[p][q]);
             all_values.push_back(
-              values[p][(size_t{t} * rows + r) * nodes[p].size() + q]);
+                values[p][(size_t{t} * rows + r) * nodes[p].size() + q]);
           }
         y[size_t{t} * rows + r] = combine_nodes(nb, all_nodes, all_values);
       }

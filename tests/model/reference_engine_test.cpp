@@ -30,7 +30,8 @@ model_spec small_spec() {
 // std::sin, plain loops) over the same dequantised weights.
 class naive_model {
 public:
-  explicit naive_model(const model_weights& w) : w_(w) {
+  explicit naive_model(const model_weights& w)
+      : w_(w) {
     k_.resize(w.spec.n_layers);
     v_.resize(w.spec.n_layers);
   }
@@ -63,7 +64,7 @@ public:
         for (uint32_t i = 0; i < s.head_dim; ++i)
           for (uint32_t t = 0; t <= pos_; ++t)
             attn[hh * s.head_dim + i] +=
-              sc[t] / z * v_[l][t][kvh * s.head_dim + i];
+                sc[t] / z * v_[l][t][kvh * s.head_dim + i];
       }
       auto o = mat(lw.wo, attn);
       for (size_t i = 0; i < x.size(); ++i)
@@ -138,14 +139,13 @@ TEST(reference_engine, matches_a_naive_double_precision_model) {
       auto ref = naive.step(tok);
       for (size_t i = 0; i < ref.size(); ++i)
         ASSERT_NEAR((*logits)[0][i], ref[i], 2e-4 * (1 + std::abs(ref[i])))
-          << to_string(t) << " logit " << i;
+            << to_string(t) << " logit " << i;
     }
   }
 }
 
-generation_request request(uint64_t id, std::vector<int32_t> prompt,
-                           uint32_t n, sampling_params p = {},
-                           uint32_t chunk = 0) {
+generation_request request(uint64_t id, std::vector<int32_t> prompt, uint32_t n,
+                           sampling_params p = {}, uint32_t chunk = 0) {
   return {id, std::move(prompt), n, p, chunk};
 }
 
@@ -153,7 +153,8 @@ generation_request request(uint64_t id, std::vector<int32_t> prompt,
 // bits of the whole stack (generator, kernels, RoPE, sampler, hashing) on
 // every machine and build. A change here is a determinism-rule change.
 TEST(reference_engine, golden_tokens_for_tiny_8) {
-  auto w = model_weights::generate(weight_generator{*find_preset("tiny-8"), 42});
+  auto w =
+      model_weights::generate(weight_generator{*find_preset("tiny-8"), 42});
   reference_engine engine{w};
   auto greedy = request(0, {1, 2, 3}, 12);
   auto sampled = request(0, {1, 2, 3}, 12, {7, 0.8f, 40, 0.95f});
@@ -165,23 +166,21 @@ TEST(reference_engine, golden_tokens_for_tiny_8) {
                                   194, 635, 927}));
   EXPECT_EQ((*out)[0].logits_sha256,
             "c42e40ddc60c1f1ee8ac3b100b1927dac7dd13ed40959bd1d9be7a39f4f22965");
-  
+
   out = generate(engine, std::span{reqs}.subspan(1));
   ASSERT_TRUE(out);
   EXPECT_EQ((*out)[0].tokens,
-            (std::vector<int32_t>{869, 488, 428, 57, 289, 128, 44, 191, 311, 630,
-                                  850, 243}));
+            (std::vector<int32_t>{869, 488, 428, 57, 289, 128, 44, 191, 311,
+                                  630, 850, 243}));
   EXPECT_EQ((*out)[0].logits_sha256,
             "16f1ce4444c8db56aa36f7701b2db1f92ccbd5d5ffd8487f45cf0ed795fd8fd0");
-  
 }
 
 class engine_fixture : public ::testing::Test {
 protected:
   engine_fixture()
-    : w_(model_weights::generate(weight_generator{*find_preset("tiny-8"), 9})),
-      engine_(w_) {
-  }
+      : w_(model_weights::generate(weight_generator{*find_preset("tiny-8"), 9}))
+      , engine_(w_) {}
   generation_result run_alone(const generation_request& r) {
     auto out = generate(engine_, {&r, 1});
     EXPECT_TRUE(out);
@@ -198,7 +197,8 @@ TEST_F(engine_fixture, batching_never_changes_results) {
     std::vector<int32_t> prompt;
     for (uint64_t j = 0; j <= i % 5; ++j)
       prompt.push_back(static_cast<int32_t>((i * 31 + j * 7) % 1024));
-    reqs.push_back(request(i, prompt, 6 + i % 3, i % 2 ? hot : sampling_params{}));
+    reqs.push_back(
+        request(i, prompt, 6 + i % 3, i % 2 ? hot : sampling_params{}));
   }
   std::vector<generation_result> alone;
   for (const auto& r : reqs)
@@ -209,14 +209,15 @@ TEST_F(engine_fixture, batching_never_changes_results) {
     for (size_t i = 0; i < batch; ++i) {
       EXPECT_EQ((*out)[i].tokens, alone[i].tokens) << "batch " << batch;
       EXPECT_EQ((*out)[i].logits_sha256, alone[i].logits_sha256)
-        << "batch " << batch << " request " << i;
+          << "batch " << batch << " request " << i;
     }
   }
 }
 
 TEST_F(engine_fixture, thread_count_never_changes_results) {
   // tiny-64's matmuls are large enough to be split over the pool.
-  auto w = model_weights::generate(weight_generator{*find_preset("tiny-64"), 3});
+  auto w =
+      model_weights::generate(weight_generator{*find_preset("tiny-64"), 3});
   std::vector<std::string> sha;
   for (unsigned threads : {1u, 2u, 3u}) {
     reference_engine engine{w, threads};
