@@ -25,6 +25,7 @@ int fail(int code, const std::string& message);
 /// Adds `--output/-o text|json` to `cmd`, storing into `format`.
 void add_output_option(CLI::App& cmd, std::string& format);
 
+void add_models_command(CLI::App& app, command_context& ctx);
 #ifdef LOCKSTEP_HAVE_WEIGHTS_COMMAND
 void add_weights_commands(CLI::App& app, command_context& ctx);
 #endif

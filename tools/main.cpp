@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
                "inference"};
   app.require_subcommand(1);
   command_context ctx;
+  add_models_command(app, ctx);
 #ifdef LOCKSTEP_HAVE_WEIGHTS_COMMAND
   add_weights_commands(app, ctx);
 #endif
