@@ -12,14 +12,14 @@
 namespace lockstep::storage {
 
 enum class errc : uint8_t {
-  not_found = 1,     // no store (or no key) where one was expected
-  in_use,            // locked by another process (context names the PID)
-  corrupt,           // checksum mismatch or undecodable value (names it)
-  incomplete,        // an interrupted `weights init`; resume it
-  version_mismatch,  // store format newer/older than this build understands
-  mismatch,          // the store holds another model/seed/dtype than asked
-  io_error,          // RocksDB or the file system failed
-  invalid_argument,  // bad key, shard or option
+  not_found = 1,    // no store (or no key) where one was expected
+  in_use,           // locked by another process (context names the PID)
+  corrupt,          // checksum mismatch or undecodable value (names it)
+  incomplete,       // an interrupted `weights init`; resume it
+  version_mismatch, // store format newer/older than this build understands
+  mismatch,         // the store holds another model/seed/dtype than asked
+  io_error,         // RocksDB or the file system failed
+  invalid_argument, // bad key, shard or option
 };
 
 const char* to_string(errc code);
@@ -32,8 +32,8 @@ inline const char* errc_name(uint8_t c) {
 inline error_kind errc_kind(uint8_t c) {
   return kind_of(static_cast<errc>(c));
 }
-inline const bool errc_registered = register_error_category(
-  {caf::atom("storage"), &errc_name, &errc_kind});
+inline const bool errc_registered =
+    register_error_category({caf::atom("storage"), &errc_name, &errc_kind});
 } // namespace detail
 
 } // namespace lockstep::storage

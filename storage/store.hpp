@@ -67,6 +67,7 @@ public:
     batch();
     ~batch();
     batch(batch&&) noexcept;
+    batch& operator=(batch&&) noexcept;
     void put(column cf, std::string_view key, std::string_view value);
     void erase(column cf, std::string_view key);
     size_t size_bytes() const;
@@ -78,14 +79,24 @@ public:
   };
   caf::error write(batch& b, bool sync = false);
 
+  /// Writes `b` without the write-ahead log: for bulk loads (weights init),
+  /// where the WAL would double the bytes written. Such writes survive a
+  /// crash only once `flush()` has returned; column families are flushed
+  /// atomically, so what survives a crash is always a prefix of the write
+  /// sequence (a marker written after its data never outlives the data).
+  caf::error write_unlogged(batch& b);
+
+  /// Flushes every column family's memtable to disk (atomically) and syncs
+  /// the write-ahead log: every write made before the call is durable.
+  caf::error flush();
+
   /// Calls `fn(key, value)` for every key with `prefix` in `cf`, in key order;
   /// stops early when fn returns false.
   template <class F>
   caf::error scan(column cf, std::string_view prefix, F&& fn) const {
-    return scan_impl(cf, prefix,
-                     [&](std::string_view k, std::string_view v) {
-                       return fn(k, v);
-                     });
+    return scan_impl(cf, prefix, [&](std::string_view k, std::string_view v) {
+      return fn(k, v);
+    });
   }
 
   const std::filesystem::path& dir() const noexcept { return dir_; }
@@ -94,9 +105,10 @@ public:
 private:
   struct impl;
   store(std::filesystem::path dir, bool read_only, std::unique_ptr<impl> p);
-  caf::error scan_impl(column cf, std::string_view prefix,
-                       const std::function<bool(std::string_view,
-                                                std::string_view)>& fn) const;
+  caf::error write_impl(batch& b, bool sync, bool unlogged);
+  caf::error scan_impl(
+      column cf, std::string_view prefix,
+      const std::function<bool(std::string_view, std::string_view)>& fn) const;
 
   std::filesystem::path dir_;
   bool read_only_;

@@ -5,6 +5,8 @@
 // the context: 0 success, 1 the command ran and found a problem (e.g. a
 // corrupt store), 2 bad input (unknown model, missing DB, bad flags).
 
+#include "common/error.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <string>
@@ -21,6 +23,13 @@ struct command_context {
 
 /// Prints one error line "lockstep: <message>" to stderr and returns the code.
 int fail(int code, const std::string& message);
+
+/// The exit code for an error by its kind: invalid_input and overloaded (a
+/// store in use) are the caller's to fix -> 2; anything else -> 1.
+int exit_code_for(const caf::error& err);
+
+/// fail(exit_code_for(err), render(err)).
+int fail_with(const caf::error& err);
 
 /// Adds `--output/-o text|json` to `cmd`, storing into `format`.
 void add_output_option(CLI::App& cmd, std::string& format);

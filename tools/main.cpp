@@ -12,6 +12,17 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
+int exit_code_for(const caf::error& err) {
+  auto kind = lockstep::kind_of(err);
+  return kind == error_kind::invalid_input || kind == error_kind::overloaded
+             ? exit_bad_input
+             : exit_problem;
+}
+
+int fail_with(const caf::error& err) {
+  return fail(exit_code_for(err), render(err));
+}
+
 void add_output_option(CLI::App& cmd, std::string& format) {
   cmd.add_option("-o,--output", format, "output format")
       ->check(CLI::IsMember({"text", "json"}))

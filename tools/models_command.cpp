@@ -18,8 +18,8 @@ void add_models_command(CLI::App& app, command_context& ctx) {
     nlohmann::json list = nlohmann::json::array();
     if (*format == "text")
       std::printf("%-12s %7s %7s %6s %5s %6s %7s %5s %9s %10s\n", "model",
-                  "layers", "d_model", "heads", "kv", "d_ff", "vocab",
-                  "dtype", "params", "weights");
+                  "layers", "d_model", "heads", "kv", "d_ff", "vocab", "dtype",
+                  "params", "weights");
     for (const auto& name : model::preset_names()) {
       auto s = *model::find_preset(name);
       if (*format == "text") {

@@ -1,0 +1,20 @@
+#pragma once
+
+// Keys of the `meta` column family. Text keys: meta is small and a human
+// reading it with `ldb` should understand it.
+
+#include <string_view>
+
+namespace lockstep::storage::detail {
+
+/// The store's format version, 4 bytes little-endian (store.hpp).
+inline constexpr std::string_view format_version_key = "store.format_version";
+
+/// The weights manifest, JSON (weight_store.hpp, docs/storage.md).
+inline constexpr std::string_view manifest_key = "weights.manifest";
+
+/// Prefix of the per-tensor "done" markers of `weights init`; the tensor id
+/// ("l3.wq", "lm_head") follows.
+inline constexpr std::string_view done_prefix = "weights.done.";
+
+} // namespace lockstep::storage::detail

@@ -1,0 +1,191 @@
+#include "storage/weight_store.hpp"
+
+#include "storage/detail/manifest.hpp"
+#include "storage/detail/meta_keys.hpp"
+#include "storage/detail/tile_codec.hpp"
+
+namespace lockstep::storage {
+
+using model::tensor_id;
+
+const char* to_string(init_state s) {
+  return s == init_state::complete ? "complete" : "in_progress";
+}
+
+std::string tile_problem::to_string() const {
+  std::string out = tensor;
+  if (has_tile)
+    out += " tile " + detail::tile_name(row_tile, col_tile);
+  return out + ": " + what;
+}
+
+uint32_t row_tiles(model::tensor_shape shape, tile_shape tile) {
+  return (shape.rows + tile.rows - 1) / tile.rows;
+}
+
+uint32_t col_tiles(model::tensor_shape shape, tile_shape tile) {
+  return (shape.cols + tile.cols - 1) / tile.cols;
+}
+
+caf::expected<std::optional<weights_manifest>> read_manifest(const store& s) {
+  auto text = s.get(column::meta, detail::manifest_key);
+  if (!text)
+    return text.error();
+  if (!*text)
+    return std::optional<weights_manifest>{};
+  auto m = detail::decode_manifest(**text);
+  if (!m)
+    return caf::make_error(errc::corrupt, "store " + s.dir().string() + ": " +
+                                              detail_of(m.error()));
+  return std::optional<weights_manifest>{std::move(*m)};
+}
+
+caf::expected<weight_store> weight_store::open(const store& s) {
+  auto m = read_manifest(s);
+  if (!m)
+    return m.error();
+  if (!*m)
+    return caf::make_error(errc::not_found,
+                           "store " + s.dir().string() +
+                               " holds no weights (run `lockstep weights "
+                               "init`)");
+  if ((*m)->state != init_state::complete) {
+    size_t done = 0;
+    if (auto err = s.scan(column::meta, detail::done_prefix,
+                          [&](std::string_view, std::string_view) {
+                            ++done;
+                            return true;
+                          }))
+      return err;
+    return caf::make_error(
+        errc::incomplete,
+        "store " + s.dir().string() + ": weights init of " + (*m)->spec.name +
+            " is incomplete (" + std::to_string(done) + " of " +
+            std::to_string(model::all_tensors((*m)->spec).size()) +
+            " tensors done); run weights init again to resume");
+  }
+  return weight_store{&s, std::move(**m)};
+}
+
+caf::error weight_store::check_model(const model::model_spec& want) const {
+  const auto& have = spec();
+  auto where =
+      "store " + store_->dir().string() + " holds model '" + have.name + "'";
+  if (want.name != have.name)
+    return caf::make_error(errc::mismatch, where + ", not '" + want.name + "'");
+  auto differs = [&](const char* field, auto a, auto b) {
+    return caf::make_error(
+        errc::mismatch, where + " with " + field + " " + std::to_string(a) +
+                            "; the requested model has " + std::to_string(b));
+  };
+#define LOCKSTEP_CHECK_FIELD(f)                                                \
+  if (want.f != have.f)                                                        \
+    return differs(#f, have.f, want.f);
+  LOCKSTEP_CHECK_FIELD(n_layers)
+  LOCKSTEP_CHECK_FIELD(d_model)
+  LOCKSTEP_CHECK_FIELD(n_heads)
+  LOCKSTEP_CHECK_FIELD(n_kv_heads)
+  LOCKSTEP_CHECK_FIELD(head_dim)
+  LOCKSTEP_CHECK_FIELD(d_ff)
+  LOCKSTEP_CHECK_FIELD(vocab)
+  LOCKSTEP_CHECK_FIELD(rope_theta)
+  LOCKSTEP_CHECK_FIELD(rms_eps)
+  LOCKSTEP_CHECK_FIELD(max_context)
+#undef LOCKSTEP_CHECK_FIELD
+  return {};
+}
+
+namespace {
+
+caf::error check_tensor(const model::model_spec& spec, tensor_id id) {
+  auto ids = model::all_tensors(spec);
+  if (std::find(ids.begin(), ids.end(), id) == ids.end())
+    return caf::make_error(errc::invalid_argument,
+                           "tensor " + model::to_string(id) +
+                               " is not in model " + spec.name + " (" +
+                               std::to_string(spec.n_layers) + " layers)");
+  return {};
+}
+
+} // namespace
+
+caf::expected<model::tensor>
+weight_store::read(tensor_id id, const model::shard_range& range) const {
+  const auto& s = spec();
+  if (auto err = check_tensor(s, id))
+    return err;
+  auto shape = model::shape_of(s, id.kind);
+  if (auto err = model::check_shard(shape, range))
+    return err;
+  auto type = model::dtype_of(s, id.kind);
+  auto tile = manifest_.tile;
+  model::tensor out{shape, type, range};
+  auto bad = [&](uint32_t rt, uint32_t ct, const std::string& what) {
+    return caf::make_error(errc::corrupt,
+                           "store " + store_->dir().string() + ": tensor " +
+                               model::to_string(id) + " tile " +
+                               detail::tile_name(rt, ct) + ": " + what);
+  };
+  for (uint32_t rt = range.row_begin / tile.rows;
+       rt <= (range.row_end - 1) / tile.rows; ++rt) {
+    uint32_t row0 = rt * tile.rows;
+    uint32_t rows = std::min(tile.rows, shape.rows - row0);
+    for (uint32_t ct = range.col_begin / tile.cols;
+         ct <= (range.col_end - 1) / tile.cols; ++ct) {
+      uint32_t col0 = ct * tile.cols;
+      uint32_t cols = std::min(tile.cols, shape.cols - col0);
+      detail::tile_key key{id, rt, ct};
+      auto value = store_->get(column::weights, detail::encode_key(key));
+      if (!value)
+        return value.error();
+      if (!*value)
+        return bad(rt, ct, "missing");
+      auto t = detail::decode_tile(**value);
+      if (!t)
+        return bad(rt, ct, detail_of(t.error()));
+      if (t->key != key)
+        return bad(rt, ct,
+                   "value belongs to " + model::to_string(t->key.tensor) +
+                       " tile " +
+                       detail::tile_name(t->key.row_tile, t->key.col_tile));
+      if (t->type != type || t->rows != rows || t->cols != cols)
+        return bad(rt, ct,
+                   "wrong size: " + std::to_string(t->rows) + "x" +
+                       std::to_string(t->cols) + " " +
+                       model::to_string(t->type) + " (expected " +
+                       std::to_string(rows) + "x" + std::to_string(cols) + " " +
+                       model::to_string(type) + ")");
+      detail::copy_tile_into(*t, row0, col0, out);
+    }
+  }
+  return out;
+}
+
+caf::expected<model::tensor> weight_store::read(tensor_id id) const {
+  if (auto err = check_tensor(spec(), id))
+    return err;
+  return read(id, model::whole(model::shape_of(spec(), id.kind)));
+}
+
+std::vector<tensor_info> weight_store::list() const {
+  std::vector<tensor_info> out;
+  const auto& s = spec();
+  for (auto id : model::all_tensors(s)) {
+    tensor_info info;
+    info.id = id;
+    info.shape = model::shape_of(s, id.kind);
+    info.type = model::dtype_of(s, id.kind);
+    info.bytes = model::tensor_bytes(s, id.kind);
+    info.row_tiles = row_tiles(info.shape, manifest_.tile);
+    info.col_tiles = col_tiles(info.shape, manifest_.tile);
+    out.push_back(info);
+  }
+  return out;
+}
+
+caf::expected<verify_report>
+weight_store::verify(const verify_options& options) const {
+  return verify_weights(*store_, options);
+}
+
+} // namespace lockstep::storage

@@ -1,0 +1,204 @@
+// `lockstep weights ...` as a user runs it: the built binary, real stores,
+// exit codes 0 / 1 / 2, one-line errors and pure-JSON output.
+
+#include "storage/detail/tile_codec.hpp"
+#include "storage/weight_store.hpp"
+#include "tests/storage/temp_dir.hpp"
+#include "tests/tools/cli_runner.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace lockstep {
+namespace {
+
+using test::result;
+using test::run;
+using test::temp_dir;
+
+size_t lines(const std::string& s) {
+  return std::count(s.begin(), s.end(), '\n');
+}
+
+TEST(weights_cli, init_list_verify_succeed_with_pure_json) {
+  temp_dir tmp;
+  auto db = (tmp / "db").string();
+  auto r = run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed",
+                     "7", "--db", db, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, ""); // no progress bar: stderr is not a terminal
+  auto init = nlohmann::json::parse(r.out);
+  EXPECT_EQ(init["model"]["name"], "tiny-8");
+  EXPECT_EQ(init["tensors_skipped"], 0);
+
+  r = run(tmp, {"weights", "verify", "--db", db, "--deep"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find(": ok"), std::string::npos) << r.out;
+
+  r = run(tmp, {"weights", "list", "--db", db, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  auto list = nlohmann::json::parse(r.out); // throws unless pure JSON
+  auto spec = *model::find_preset("tiny-8");
+  EXPECT_EQ(list["model"]["name"], "tiny-8");
+  EXPECT_EQ(list["weight_seed"], 7);
+  EXPECT_EQ(list["state"], "complete");
+  EXPECT_EQ(list["tile_rows"], 64);
+  EXPECT_EQ(list["total_bytes"], spec.weight_bytes());
+  ASSERT_EQ(list["tensors"].size(), model::all_tensors(spec).size());
+  EXPECT_EQ(list["tensors"][1]["name"], "l0.attn_norm");
+  EXPECT_EQ(list["tensors"][1]["tiles"], spec.d_model / 64);
+
+  r = run(tmp, {"weights", "verify", "--db", db, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto verify = nlohmann::json::parse(r.out);
+  EXPECT_EQ(verify["ok"], true);
+  EXPECT_EQ(verify["problems"].size(), 0u);
+  EXPECT_EQ(verify["tensors_checked"], model::all_tensors(spec).size());
+
+  r = run(tmp, {"weights", "list", "--db", db});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("tiny-8 (f32), weight seed 7"), std::string::npos);
+
+  // Init again: resumes to nothing to do.
+  r = run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed", "7",
+                "--db", db});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("0 tensors written"), std::string::npos) << r.out;
+}
+
+TEST(weights_cli, verify_exits_1_naming_every_bad_tile) {
+  temp_dir tmp;
+  auto db = tmp / "db";
+  auto r = run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed",
+                     "1", "--db", db.string(), "--dtype", "int8"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  {
+    auto s = storage::store::open(db, {});
+    ASSERT_TRUE(s);
+    model::tensor_id wk{2, model::tensor_kind::wk};
+    auto key = storage::detail::encode_key({wk, 1, 3});
+    auto v = (*s)->get(storage::column::weights, key);
+    ASSERT_TRUE(v && *v);
+    auto bad = **v;
+    bad[bad.size() / 2] ^= 0x40;
+    ASSERT_FALSE((*s)->put(storage::column::weights, key, bad));
+    model::tensor_id head{model::global_layer, model::tensor_kind::lm_head};
+    ASSERT_FALSE((*s)->erase(storage::column::weights,
+                             storage::detail::encode_key({head, 0, 0})));
+  }
+  r = run(tmp, {"weights", "verify", "--db", db.string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bad: l2.wk tile (1,3): checksum mismatch"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("bad: lm_head tile (0,0): missing"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+
+  r = run(tmp, {"weights", "verify", "--db", db.string(), "-o", "json"});
+  EXPECT_EQ(r.code, 1);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ok"], false);
+  ASSERT_EQ(j["problems"].size(), 2u);
+  EXPECT_EQ(j["problems"][0]["tensor"], "l2.wk");
+  EXPECT_EQ(j["problems"][0]["row_tile"], 1);
+  EXPECT_EQ(j["problems"][0]["col_tile"], 3);
+  EXPECT_EQ(j["problems"][1]["tensor"], "lm_head");
+  // list does not read tiles; it still works.
+  EXPECT_EQ(run(tmp, {"weights", "list", "--db", db.string()}).code, 0);
+}
+
+TEST(weights_cli, bad_input_is_one_line_and_exit_2) {
+  temp_dir tmp;
+  auto db = (tmp / "db").string();
+  auto expect_bad = [&](const std::vector<std::string>& args,
+                        const std::string& needle) {
+    auto r = run(tmp, args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_EQ(lines(r.err), 1u) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  };
+  expect_bad({"weights", "init", "--model", "tiny-9", "--weight-seed", "1",
+              "--db", db},
+             "unknown model 'tiny-9'");
+  EXPECT_FALSE(std::filesystem::exists(db)); // nothing created
+  expect_bad({"weights", "init", "--model", "tiny-8", "--db", db},
+             "--weight-seed");
+  expect_bad({"weights", "init", "--model", "tiny-8", "--weight-seed", "x",
+              "--db", db},
+             "--weight-seed");
+  expect_bad({"weights", "init", "--model", "tiny-8", "--weight-seed", "1",
+              "--db", db, "--dtype", "f8"},
+             "unknown dtype 'f8'");
+  expect_bad({"weights", "list", "--db", db}, "no store at " + db);
+  expect_bad({"weights", "verify", "--db", db, "-o", "json"},
+             "no store at " + db);
+  expect_bad({"weights", "verify", "--db", tmp.path().string()},
+             "is not a lockstep store");
+  expect_bad({"weights", "list", "--db", db, "-o", "yaml"}, "yaml");
+  expect_bad({"weights", "list"}, "--db");
+  expect_bad({"weights", "frobnicate"}, "subcommand");
+  // A store holding another model or seed.
+  ASSERT_EQ(run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed",
+                      "1", "--db", db})
+                .code,
+            0);
+  expect_bad({"weights", "init", "--model", "tiny-8", "--weight-seed", "2",
+              "--db", db},
+             "holds tiny-8 (f32, weight seed 1");
+}
+
+TEST(weights_cli, store_in_use_names_the_holder_pid) {
+  temp_dir tmp;
+  auto db = tmp / "db";
+  ASSERT_EQ(run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed",
+                      "1", "--db", db.string()})
+                .code,
+            0);
+  auto held = storage::store::open(db, {});
+  ASSERT_TRUE(held);
+  for (auto cmd : {"list", "verify"}) {
+    auto r = run(tmp, {"weights", cmd, "--db", db.string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.err, "lockstep: storage.in_use: store " + db.string() +
+                         " in use by PID " + std::to_string(::getpid()) + "\n");
+  }
+}
+
+TEST(weights_cli, incomplete_store_is_reported_and_init_resumes) {
+  temp_dir tmp;
+  auto db = tmp / "db";
+  auto spec = *model::find_preset("tiny-8");
+  {
+    storage::open_options o;
+    o.create_if_missing = true;
+    auto s = storage::store::open(db, o);
+    ASSERT_TRUE(s);
+    auto r = storage::init_weights(
+        **s, spec, 3, [](const auto& p) { return p.tensors_done < 5; });
+    ASSERT_FALSE(r);
+  }
+  auto r = run(tmp, {"weights", "list", "--db", db.string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("run weights init again to resume"), std::string::npos)
+      << r.err;
+  r = run(tmp, {"weights", "verify", "--db", db.string(), "-o", "json"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ok"], false);
+  r = run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed", "3",
+                "--db", db.string(), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["tensors_skipped"], 5);
+  EXPECT_EQ(run(tmp, {"weights", "verify", "--db", db.string()}).code, 0);
+}
+
+} // namespace
+} // namespace lockstep

@@ -1,0 +1,269 @@
+// lockstep weights init | list | verify: the weight store from the command
+// line (docs/storage.md).
+//
+// Exit codes: 0 success; 1 the command ran and found a problem (corrupt or
+// incomplete store, interrupted init, I/O failure); 2 bad input (unknown
+// model, bad flags, missing or non-store --db, a store holding another
+// model) and a store in use by another process (retry when it exits).
+
+#include "tools/cli.hpp"
+
+#include "common/error.hpp"
+#include "common/progress.hpp"
+#include "model/model_spec.hpp"
+#include "storage/weight_store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+
+namespace lockstep::tools {
+
+namespace {
+
+nlohmann::json spec_json(const model::model_spec& s) {
+  return {{"name", s.name},
+          {"n_layers", s.n_layers},
+          {"d_model", s.d_model},
+          {"n_heads", s.n_heads},
+          {"n_kv_heads", s.n_kv_heads},
+          {"head_dim", s.head_dim},
+          {"d_ff", s.d_ff},
+          {"vocab", s.vocab},
+          {"rope_theta", s.rope_theta},
+          {"rms_eps", s.rms_eps},
+          {"max_context", s.max_context},
+          {"dtype", model::to_string(s.weight_dtype)}};
+}
+
+// Ctrl-C during init stops it cleanly after the current tensor, leaving a
+// resumable store; a second Ctrl-C kills the process (SA_RESETHAND).
+std::atomic<bool> interrupted{false};
+
+extern "C" void on_sigint(int) {
+  interrupted = true;
+}
+
+struct sigint_guard {
+  struct sigaction old_action {};
+  sigint_guard() {
+    interrupted = false;
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_action);
+  }
+  ~sigint_guard() { sigaction(SIGINT, &old_action, nullptr); }
+};
+
+struct init_args {
+  std::string model;
+  uint64_t seed = 0;
+  std::string db;
+  std::string dtype;
+  std::string format = "text";
+};
+
+int run_init(const init_args& a) {
+  auto spec = model::find_preset(a.model);
+  if (!spec)
+    return fail(exit_bad_input, render(spec.error()));
+  if (!a.dtype.empty()) {
+    auto type = model::parse_dtype(a.dtype);
+    if (!type)
+      return fail(exit_bad_input, "--dtype: " + detail_of(type.error()));
+    spec->weight_dtype = *type;
+  }
+  storage::open_options options;
+  options.create_if_missing = true;
+  auto st = storage::store::open(a.db, options);
+  if (!st)
+    return fail_with(st.error());
+  sigint_guard guard;
+  progress_bar bar{"weights init " + spec->name, spec->weight_bytes()};
+  uint64_t shown = 0;
+  auto report = storage::init_weights(**st, *spec, a.seed,
+                                      [&](const storage::init_progress& p) {
+                                        bar.advance(p.bytes_done - shown);
+                                        shown = p.bytes_done;
+                                        return !interrupted.load();
+                                      });
+  bar.finish();
+  if (!report)
+    return fail_with(report.error());
+  double mb = report->bytes_written / 1e6;
+  double rate = report->seconds > 0 ? mb / report->seconds : 0;
+  if (a.format == "json") {
+    nlohmann::json j = {{"db", a.db},
+                        {"model", spec_json(*spec)},
+                        {"weight_seed", a.seed},
+                        {"tensors_written", report->tensors_written},
+                        {"tensors_skipped", report->tensors_skipped},
+                        {"bytes_written", report->bytes_written},
+                        {"seconds", report->seconds},
+                        {"mb_per_s", rate}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("weights of %s (%s, weight seed %llu) in %s: %zu tensors "
+                "written, %zu already there; %.1f MB in %.2f s (%.0f MB/s)\n",
+                spec->name.c_str(), model::to_string(spec->weight_dtype),
+                static_cast<unsigned long long>(a.seed), a.db.c_str(),
+                report->tensors_written, report->tensors_skipped, mb,
+                report->seconds, rate);
+  }
+  return exit_ok;
+}
+
+caf::expected<std::unique_ptr<storage::store>>
+open_read_only(const std::string& db) {
+  storage::open_options options;
+  options.read_only = true;
+  return storage::store::open(db, options);
+}
+
+int run_list(const std::string& db, const std::string& format) {
+  auto st = open_read_only(db);
+  if (!st)
+    return fail_with(st.error());
+  auto ws = storage::weight_store::open(**st);
+  if (!ws)
+    return fail_with(ws.error());
+  auto tensors = ws->list();
+  uint64_t total = 0;
+  for (const auto& t : tensors)
+    total += t.bytes;
+  const auto& spec = ws->spec();
+  if (format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : tensors)
+      list.push_back({{"name", model::to_string(t.id)},
+                      {"layer", t.id.layer == model::global_layer
+                                    ? nlohmann::json(nullptr)
+                                    : nlohmann::json(t.id.layer)},
+                      {"kind", model::to_string(t.id.kind)},
+                      {"rows", t.shape.rows},
+                      {"cols", t.shape.cols},
+                      {"dtype", model::to_string(t.type)},
+                      {"bytes", t.bytes},
+                      {"row_tiles", t.row_tiles},
+                      {"col_tiles", t.col_tiles},
+                      {"tiles", t.tiles()}});
+    nlohmann::json j = {{"db", db},
+                        {"model", spec_json(spec)},
+                        {"weight_seed", ws->seed()},
+                        {"tile_rows", ws->tile().rows},
+                        {"tile_cols", ws->tile().cols},
+                        {"state", to_string(ws->manifest().state)},
+                        {"total_bytes", total},
+                        {"tensors", std::move(list)}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return exit_ok;
+  }
+  std::printf("store %s: %s (%s), weight seed %llu, tiles %ux%u, %s\n",
+              db.c_str(), spec.name.c_str(),
+              model::to_string(spec.weight_dtype),
+              static_cast<unsigned long long>(ws->seed()), ws->tile().rows,
+              ws->tile().cols, to_string(ws->manifest().state));
+  std::printf("%-16s %7s %7s %5s %12s %7s\n", "tensor", "rows", "cols", "dtype",
+              "bytes", "tiles");
+  for (const auto& t : tensors)
+    std::printf("%-16s %7u %7u %5s %12llu %7llu\n",
+                model::to_string(t.id).c_str(), t.shape.rows, t.shape.cols,
+                model::to_string(t.type),
+                static_cast<unsigned long long>(t.bytes),
+                static_cast<unsigned long long>(t.tiles()));
+  std::printf("%zu tensors, %.1f MB\n", tensors.size(), total / 1e6);
+  return exit_ok;
+}
+
+int run_verify(const std::string& db, const std::string& format, bool deep) {
+  auto st = open_read_only(db);
+  if (!st)
+    return fail_with(st.error());
+  storage::verify_options options;
+  options.deep = deep;
+  auto report = storage::verify_weights(**st, options);
+  if (!report)
+    return fail_with(report.error());
+  if (format == "json") {
+    nlohmann::json problems = nlohmann::json::array();
+    for (const auto& p : report->problems)
+      problems.push_back({{"tensor", p.tensor},
+                          {"row_tile", p.has_tile ? nlohmann::json(p.row_tile)
+                                                  : nlohmann::json(nullptr)},
+                          {"col_tile", p.has_tile ? nlohmann::json(p.col_tile)
+                                                  : nlohmann::json(nullptr)},
+                          {"problem", p.what}});
+    nlohmann::json j = {{"db", db},
+                        {"ok", report->ok()},
+                        {"tensors_checked", report->tensors_checked},
+                        {"tiles_checked", report->tiles_checked},
+                        {"bytes_checked", report->bytes_checked},
+                        {"problems", std::move(problems)}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    for (const auto& p : report->problems)
+      std::printf("bad: %s\n", p.to_string().c_str());
+    std::printf("verified %zu tensors, %llu tiles (%.1f MB): %s\n",
+                report->tensors_checked,
+                static_cast<unsigned long long>(report->tiles_checked),
+                report->bytes_checked / 1e6,
+                report->ok()
+                    ? "ok"
+                    : (std::to_string(report->problems.size()) + " problem(s)")
+                          .c_str());
+  }
+  if (report->ok())
+    return exit_ok;
+  return fail(exit_problem, "store " + db + " failed verification (" +
+                                std::to_string(report->problems.size()) +
+                                " problem(s))");
+}
+
+} // namespace
+
+void add_weights_commands(CLI::App& app, command_context& ctx) {
+  auto* weights = app.add_subcommand("weights", "the weight store");
+  weights->require_subcommand(1);
+
+  auto init = std::make_shared<init_args>();
+  auto* cmd = weights->add_subcommand(
+      "init", "create (or resume creating) a weight store for a model");
+  cmd->add_option("--model", init->model, "model preset")->required();
+  cmd->add_option("--weight-seed", init->seed, "seed of the synthetic weights")
+      ->required();
+  cmd->add_option("--db", init->db, "store directory (created if missing)")
+      ->required();
+  cmd->add_option("--dtype", init->dtype,
+                  "store weights in this dtype (f32, f16, bf16, int8) instead "
+                  "of the preset's");
+  add_output_option(*cmd, init->format);
+  cmd->callback([init, &ctx] { ctx.exit_code = run_init(*init); });
+
+  auto list_db = std::make_shared<std::string>();
+  auto list_format = std::make_shared<std::string>("text");
+  cmd = weights->add_subcommand("list", "list the tensors of a weight store");
+  cmd->add_option("--db", *list_db, "store directory")->required();
+  add_output_option(*cmd, *list_format);
+  cmd->callback([list_db, list_format, &ctx] {
+    ctx.exit_code = run_list(*list_db, *list_format);
+  });
+
+  auto verify_db = std::make_shared<std::string>();
+  auto verify_format = std::make_shared<std::string>("text");
+  auto verify_deep = std::make_shared<bool>(false);
+  cmd = weights->add_subcommand(
+      "verify", "check every tile's checksum and shape; exit 1 on corruption");
+  cmd->add_option("--db", *verify_db, "store directory")->required();
+  cmd->add_flag("--deep", *verify_deep,
+                "also compare every tile with the generator's weights");
+  add_output_option(*cmd, *verify_format);
+  cmd->callback([verify_db, verify_format, verify_deep, &ctx] {
+    ctx.exit_code = run_verify(*verify_db, *verify_format, *verify_deep);
+  });
+}
+
+} // namespace lockstep::tools
