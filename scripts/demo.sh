@@ -16,7 +16,7 @@ echo "== lockstep weights init --model $model --weight-seed 42 --db $db"
 echo "== lockstep weights verify --db $db"
 "$bin" weights verify --db "$db"
 echo "== lockstep weights list --db $db (first lines)"
-"$bin" weights list --db "$db" | head -n 8
+"$bin" weights list --db "$db" | sed -n '1,8p'  # reads all input: no SIGPIPE
 
 echo "== lockstep generate --reference (greedy)"
 "$bin" generate --reference --db "$db" --model "$model" \
