@@ -22,6 +22,7 @@ enum class errc : uint8_t {
   slot_timeout,       // a delivery missed its hard deadline (link, slot)
   bad_control_message,// a corrupt or oversized control message
   back_pressure,      // the receiver has not released the buffer yet
+  bad_payload,        // a received transfer's framing is not the planned one
 };
 
 const char* to_string(errc code);

@@ -8,43 +8,46 @@ namespace lockstep::transport {
 
 const char* to_string(errc code) {
   switch (code) {
-    case errc::invalid_config:
-      return "invalid_config";
-    case errc::invalid_table:
-      return "invalid_table";
-    case errc::unscheduled_send:
-      return "unscheduled_send";
-    case errc::wrong_size:
-      return "wrong_size";
-    case errc::fabric_failure:
-      return "fabric_failure";
-    case errc::peer_unreachable:
-      return "peer_unreachable";
-    case errc::slot_timeout:
-      return "slot_timeout";
-    case errc::bad_control_message:
-      return "bad_control_message";
-    case errc::back_pressure:
-      return "back_pressure";
+  case errc::invalid_config:
+    return "invalid_config";
+  case errc::invalid_table:
+    return "invalid_table";
+  case errc::unscheduled_send:
+    return "unscheduled_send";
+  case errc::wrong_size:
+    return "wrong_size";
+  case errc::fabric_failure:
+    return "fabric_failure";
+  case errc::peer_unreachable:
+    return "peer_unreachable";
+  case errc::slot_timeout:
+    return "slot_timeout";
+  case errc::bad_control_message:
+    return "bad_control_message";
+  case errc::back_pressure:
+    return "back_pressure";
+  case errc::bad_payload:
+    return "bad_payload";
   }
   return "unknown";
 }
 
 error_kind kind_of(errc code) {
   switch (code) {
-    case errc::invalid_config:
-    case errc::invalid_table:
-    case errc::unscheduled_send:
-    case errc::wrong_size:
-    case errc::bad_control_message:
-      return error_kind::invalid_input;
-    case errc::back_pressure:
-      return error_kind::overloaded;
-    case errc::peer_unreachable:
-      return error_kind::disconnected;
-    case errc::fabric_failure:
-    case errc::slot_timeout:
-      return error_kind::failed;
+  case errc::invalid_config:
+  case errc::invalid_table:
+  case errc::unscheduled_send:
+  case errc::wrong_size:
+  case errc::bad_control_message:
+    return error_kind::invalid_input;
+  case errc::back_pressure:
+    return error_kind::overloaded;
+  case errc::peer_unreachable:
+    return error_kind::disconnected;
+  case errc::fabric_failure:
+  case errc::slot_timeout:
+  case errc::bad_payload:
+    return error_kind::failed;
   }
   return error_kind::failed;
 }
@@ -57,8 +60,9 @@ namespace {
 
 caf::error config_error(std::string_view file, const std::string& key,
                         const std::string& what) {
-  return caf::make_error(errc::invalid_config, std::string{file} + ": transport."
-                                                 + key + ": " + what);
+  return caf::make_error(errc::invalid_config, std::string{file} +
+                                                   ": transport." + key + ": " +
+                                                   what);
 }
 
 // Reads a positive integer; YAML scalars are text, so parse strictly.
@@ -83,8 +87,8 @@ parse_transport_settings(const YAML::Node& node, std::string_view file) {
     return out;
   if (!node.IsMap())
     return caf::make_error(errc::invalid_config,
-                           std::string{file}
-                             + ": transport: expected a mapping");
+                           std::string{file} +
+                               ": transport: expected a mapping");
   static const std::set<std::string> known{"provider", "slot_mode", "slot_us",
                                            "hard_timeout_ms"};
   for (const auto& kv : node) {
@@ -100,8 +104,8 @@ parse_transport_settings(const YAML::Node& node, std::string_view file) {
                                                  "efa"};
     if (!providers.contains(v))
       return config_error(file, "provider",
-                          "unknown provider '" + v
-                            + "' (expected shm, tcp;ofi_rxm, verbs or efa)");
+                          "unknown provider '" + v +
+                              "' (expected shm, tcp;ofi_rxm, verbs or efa)");
     out.provider = v;
   }
   if (auto m = node["slot_mode"]) {

@@ -1,0 +1,66 @@
+#pragma once
+
+// The 64 bits of remote CQ data that accompany each write: the only thing
+// besides the planned bytes that crosses the fabric. For a tensor transfer it
+// is the slot id (link index, absolute slot); the receiver derives from it
+// which transfer completed — it never says where the bytes go.
+//
+//   bits 63..62  kind: 0 data, 1 release (back-pressure credit), 2 control,
+//                3 raw (the benchmark's baseline; never sent by the transport)
+//   data:     61..48 link index (14 bits), 47..0 absolute slot
+//             (step * slotsPerStep + startSlot)
+//   release:  61..48 link index, 47..0 step released
+//   control:  61..58 subkind, 57..48 sending host, 47..0 value (clock, ns,
+//             truncated to 48 bits and widened by the reader)
+
+#include <cstdint>
+
+namespace lockstep::transport::detail::cq_data {
+
+enum class kind : uint8_t { data = 0, release = 1, control = 2, raw = 3 };
+enum class control : uint8_t { ping, pong, sync_done, epoch, bye };
+
+inline constexpr uint64_t value_mask = (uint64_t{1} << 48) - 1;
+inline constexpr uint32_t max_hosts = 1024;
+
+constexpr kind kind_of(uint64_t d) {
+  return static_cast<kind>(d >> 62);
+}
+constexpr uint32_t link_of(uint64_t d) {
+  return static_cast<uint32_t>((d >> 48) & 0x3fff);
+}
+constexpr uint64_t value_of(uint64_t d) {
+  return d & value_mask;
+}
+constexpr control control_of(uint64_t d) {
+  return static_cast<control>((d >> 58) & 0xf);
+}
+constexpr uint32_t host_of(uint64_t d) {
+  return static_cast<uint32_t>((d >> 48) & 0x3ff);
+}
+
+constexpr uint64_t make_data(uint32_t link, uint64_t abs_slot) {
+  return (uint64_t{link & 0x3fff} << 48) | (abs_slot & value_mask);
+}
+constexpr uint64_t make_release(uint32_t link, uint64_t step) {
+  return (uint64_t{1} << 62) | (uint64_t{link & 0x3fff} << 48) |
+         (step & value_mask);
+}
+constexpr uint64_t make_control(control c, uint32_t host, uint64_t value) {
+  return (uint64_t{2} << 62) | (uint64_t{static_cast<uint8_t>(c)} << 58) |
+         (uint64_t{host & 0x3ff} << 48) | (value & value_mask);
+}
+
+/// The 64-bit value nearest `ref` whose low 48 bits are `v`.
+constexpr int64_t widen(uint64_t v, int64_t ref) {
+  auto base = static_cast<int64_t>(static_cast<uint64_t>(ref) & ~value_mask);
+  auto x = base | static_cast<int64_t>(v);
+  constexpr int64_t span = int64_t{1} << 48;
+  if (x - ref > span / 2)
+    x -= span;
+  else if (ref - x > span / 2)
+    x += span;
+  return x;
+}
+
+} // namespace lockstep::transport::detail::cq_data
