@@ -2,7 +2,7 @@
 
 #include "tools/cli.hpp"
 
-#include "model/model_spec.hpp"
+#include "model/spec_json.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -32,20 +32,10 @@ void add_models_command(CLI::App& app, command_context& ctx) {
                     s.weight_bytes() / 1e9);
         continue;
       }
-      list.push_back({{"name", s.name},
-                      {"n_layers", s.n_layers},
-                      {"d_model", s.d_model},
-                      {"n_heads", s.n_heads},
-                      {"n_kv_heads", s.n_kv_heads},
-                      {"head_dim", s.head_dim},
-                      {"d_ff", s.d_ff},
-                      {"vocab", s.vocab},
-                      {"rope_theta", s.rope_theta},
-                      {"rms_eps", s.rms_eps},
-                      {"max_context", s.max_context},
-                      {"dtype", model::to_string(s.weight_dtype)},
-                      {"param_count", s.param_count()},
-                      {"weight_bytes", s.weight_bytes()}});
+      auto j = model::to_json(s);
+      j["param_count"] = s.param_count();
+      j["weight_bytes"] = s.weight_bytes();
+      list.push_back(std::move(j));
     }
     if (*format == "json")
       std::printf("%s\n", list.dump(2).c_str());

@@ -13,6 +13,8 @@
 #include "model/model_spec.hpp"
 #include "storage/weight_store.hpp"
 
+#include "model/spec_json.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -22,21 +24,6 @@
 namespace lockstep::tools {
 
 namespace {
-
-nlohmann::json spec_json(const model::model_spec& s) {
-  return {{"name", s.name},
-          {"n_layers", s.n_layers},
-          {"d_model", s.d_model},
-          {"n_heads", s.n_heads},
-          {"n_kv_heads", s.n_kv_heads},
-          {"head_dim", s.head_dim},
-          {"d_ff", s.d_ff},
-          {"vocab", s.vocab},
-          {"rope_theta", s.rope_theta},
-          {"rms_eps", s.rms_eps},
-          {"max_context", s.max_context},
-          {"dtype", model::to_string(s.weight_dtype)}};
-}
 
 // Ctrl-C during init stops it cleanly after the current tensor, leaving a
 // resumable store; a second Ctrl-C kills the process (SA_RESETHAND).
@@ -98,7 +85,7 @@ int run_init(const init_args& a) {
   double rate = report->seconds > 0 ? mb / report->seconds : 0;
   if (a.format == "json") {
     nlohmann::json j = {{"db", a.db},
-                        {"model", spec_json(*spec)},
+                        {"model", model::to_json(*spec)},
                         {"weight_seed", a.seed},
                         {"tensors_written", report->tensors_written},
                         {"tensors_skipped", report->tensors_skipped},
@@ -152,7 +139,7 @@ int run_list(const std::string& db, const std::string& format) {
                       {"col_tiles", t.col_tiles},
                       {"tiles", t.tiles()}});
     nlohmann::json j = {{"db", db},
-                        {"model", spec_json(spec)},
+                        {"model", model::to_json(spec)},
                         {"weight_seed", ws->seed()},
                         {"tile_rows", ws->tile().rows},
                         {"tile_cols", ws->tile().cols},

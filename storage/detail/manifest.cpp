@@ -3,6 +3,8 @@
 #include "storage/detail/meta_keys.hpp"
 #include "storage/detail/tile_codec.hpp"
 
+#include "model/spec_json.hpp"
+
 #include <nlohmann/json.hpp>
 
 namespace lockstep::storage::detail {
@@ -18,19 +20,7 @@ std::string encode_manifest(const weights_manifest& m) {
   const auto& s = m.spec;
   nlohmann::json j = {
       {"manifest_format", manifest_format},
-      {"model",
-       {{"name", s.name},
-        {"n_layers", s.n_layers},
-        {"d_model", s.d_model},
-        {"n_heads", s.n_heads},
-        {"n_kv_heads", s.n_kv_heads},
-        {"head_dim", s.head_dim},
-        {"d_ff", s.d_ff},
-        {"vocab", s.vocab},
-        {"rope_theta", s.rope_theta},
-        {"rms_eps", s.rms_eps},
-        {"max_context", s.max_context},
-        {"dtype", model::to_string(s.weight_dtype)}}},
+      {"model", model::to_json(s)},
       {"weight_seed", m.seed},
       {"tile_rows", m.tile.rows},
       {"tile_cols", m.tile.cols},
@@ -52,23 +42,10 @@ caf::expected<weights_manifest> decode_manifest(std::string_view text) {
     if (j.at("tile_value_format").get<uint32_t>() != tile_value_format)
       return bad("unknown tile_value_format " +
                  j.at("tile_value_format").dump());
-    const auto& js = j.at("model");
-    auto& s = m.spec;
-    s.name = js.at("name").get<std::string>();
-    s.n_layers = js.at("n_layers").get<uint32_t>();
-    s.d_model = js.at("d_model").get<uint32_t>();
-    s.n_heads = js.at("n_heads").get<uint32_t>();
-    s.n_kv_heads = js.at("n_kv_heads").get<uint32_t>();
-    s.head_dim = js.at("head_dim").get<uint32_t>();
-    s.d_ff = js.at("d_ff").get<uint32_t>();
-    s.vocab = js.at("vocab").get<uint32_t>();
-    s.rope_theta = js.at("rope_theta").get<double>();
-    s.rms_eps = js.at("rms_eps").get<float>();
-    s.max_context = js.at("max_context").get<uint32_t>();
-    auto type = model::parse_dtype(js.at("dtype").get<std::string>());
-    if (!type)
-      return bad("model.dtype: " + detail_of(type.error()));
-    s.weight_dtype = *type;
+    auto spec = model::spec_from_json(j.at("model"));
+    if (!spec)
+      return bad(detail_of(spec.error()));
+    m.spec = std::move(*spec);
     m.seed = j.at("weight_seed").get<uint64_t>();
     m.tile.rows = j.at("tile_rows").get<uint32_t>();
     m.tile.cols = j.at("tile_cols").get<uint32_t>();
