@@ -1,0 +1,72 @@
+#include "planner/cost_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lockstep::planner {
+
+double peak_flops(const chip_profile& chip, model::dtype type) {
+  switch (type) {
+  case model::dtype::f32:
+    return chip.flops_f32;
+  case model::dtype::f16:
+  case model::dtype::bf16:
+    return chip.flops_f16;
+  case model::dtype::int8:
+    return chip.flops_int8;
+  }
+  return chip.flops_f32;
+}
+
+uint64_t op_duration_ns(const chip_profile& chip, model::dtype type,
+                        const op_cost& cost) {
+  double s = std::max(cost.bytes / chip.sram_bytes_per_s,
+                      cost.flops / peak_flops(chip, type));
+  return static_cast<uint64_t>(std::ceil(s * 1e9)) + chip.op_overhead_ns;
+}
+
+uint64_t transfer_duration_ns(const link_profile& link, uint64_t bytes) {
+  return link.latency_ns +
+         static_cast<uint64_t>(std::ceil(bytes / link.bytes_per_s * 1e9));
+}
+
+uint32_t to_slots(uint64_t ns, uint64_t slot_ns) {
+  uint64_t slots = (ns + slot_ns - 1) / slot_ns;
+  return static_cast<uint32_t>(std::max<uint64_t>(slots, 1));
+}
+
+double lower_bound_token_latency_us(const model::model_spec& spec,
+                                    uint32_t batch, uint32_t context,
+                                    uint32_t chips, const chip_profile& chip,
+                                    const link_profile& fastest) {
+  // Compute: every weight byte and the KV cache are read once per step and
+  // every FLOP done, spread perfectly over all chips.
+  double kv_bytes = double(spec.kv_bytes_per_token_per_layer()) * context *
+                    batch * spec.n_layers;
+  double bytes = double(spec.weight_bytes()) + kv_bytes;
+  double flops = 2.0 * double(spec.param_count()) * batch +
+                 4.0 * batch * double(context) * spec.q_dim() * spec.n_layers;
+  double compute_s =
+      std::max(bytes / (chips * chip.sram_bytes_per_s),
+               flops / (chips * peak_flops(chip, spec.weight_dtype)));
+  // Network: layers run in order. If one layer does not fit a chip's SRAM,
+  // each layer is split and both of its reductions (attention output, MLP
+  // down projection) must bring at least one d_model x batch f32 partial
+  // across a link; otherwise the activation must at least cross from chip to
+  // chip as often as the layer stack overflows one chip.
+  double layer_bytes =
+      double(spec.layer_weight_bytes()) +
+      double(spec.kv_bytes_per_token_per_layer()) * context * batch;
+  double hop_s = fastest.latency_ns * 1e-9 +
+                 double(spec.d_model) * batch * 4 / fastest.bytes_per_s;
+  double crossings = 0;
+  if (layer_bytes > double(chip.sram_bytes)) {
+    crossings = 2.0 * spec.n_layers;
+  } else {
+    double per_chip = std::floor(double(chip.sram_bytes) / layer_bytes);
+    crossings = std::ceil(spec.n_layers / per_chip) - 1;
+  }
+  return (compute_s + crossings * hop_s) * 1e6;
+}
+
+} // namespace lockstep::planner

@@ -1,0 +1,42 @@
+#pragma once
+
+// Durations of compute ops and transfers from the chip and link profiles,
+// and the schedule-independent lower bound on decode latency.
+//
+// Op time = max(bytes moved through SRAM / SRAM bandwidth,
+//               FLOPs / peak FLOP/s of the weight dtype) + op overhead.
+// Transfer time per hop = link latency + bytes / link bandwidth.
+
+#include "model/model_spec.hpp"
+#include "planner/cluster_config.hpp"
+
+#include <cstdint>
+
+namespace lockstep::planner {
+
+struct op_cost {
+  double bytes = 0; // SRAM traffic
+  double flops = 0;
+};
+
+uint64_t op_duration_ns(const chip_profile& chip, model::dtype type,
+                        const op_cost& cost);
+
+uint64_t transfer_duration_ns(const link_profile& link, uint64_t bytes);
+
+/// Peak FLOP/s for weights of `type`.
+double peak_flops(const chip_profile& chip, model::dtype type);
+
+/// Slots needed for `ns` (>= 1).
+uint32_t to_slots(uint64_t ns, uint64_t slot_ns);
+
+/// Lower bound on the latency of one decode step (µs) for `batch` sequences
+/// at `context` tokens, on `chips` chips of `chip` connected by links no
+/// faster than `fastest`. Depends only on these inputs, never on a schedule
+/// (docs/planner.md gives the formula).
+double lower_bound_token_latency_us(const model::model_spec& spec,
+                                    uint32_t batch, uint32_t context,
+                                    uint32_t chips, const chip_profile& chip,
+                                    const link_profile& fastest);
+
+} // namespace lockstep::planner

@@ -1,0 +1,183 @@
+#include "planner/detail/placement.hpp"
+
+#include "model/block_rule.hpp"
+#include "planner/cost_model.hpp"
+#include "transport/payload_frame.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace lockstep::planner::detail {
+
+std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
+                                         uint32_t k, uint32_t i) {
+  // With more chips than heads, the first n_heads chips take one head each
+  // and the rest only share the MLP.
+  uint32_t kk = std::min(k, spec.n_heads);
+  if (i >= kk)
+    return {spec.n_heads, spec.n_heads};
+  return {static_cast<uint32_t>(uint64_t{spec.n_heads} * i / kk),
+          static_cast<uint32_t>(uint64_t{spec.n_heads} * (i + 1) / kk)};
+}
+
+std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,
+                                          uint32_t i) {
+  uint32_t nb = model::blocks_of(dim);
+  return {static_cast<uint32_t>(uint64_t{nb} * i / k),
+          static_cast<uint32_t>(uint64_t{nb} * (i + 1) / k)};
+}
+
+uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
+                             uint32_t tp_degree, uint32_t layers) {
+  // Every transfer gets its own window for the whole step (the transport's
+  // contract), two buffers each. Per layer, a group root receives k - 1
+  // partials of each reduction; every other chip receives two broadcasts;
+  // plus the activation in and out of the group. Partials carry one value
+  // per canonical tree node of the sender's blocks.
+  uint64_t act = transport::framed_bytes(uint64_t{spec.d_model} * batch * 4);
+  uint64_t k = tp_degree;
+  uint64_t pieces = 1;
+  for (uint32_t dim : {spec.q_dim(), spec.d_ff})
+    for (uint32_t i = 0; i < k; ++i) {
+      auto [b0, b1] = block_range(dim, tp_degree, i);
+      if (b1 > b0)
+        pieces = std::max<uint64_t>(
+            pieces,
+            model::canonical_pieces(model::blocks_of(dim), b0, b1).size());
+    }
+  uint64_t partial =
+      transport::framed_bytes(uint64_t{spec.d_model} * batch * 4 * pieces);
+  uint64_t per_layer = std::max(2 * (k - 1) * partial, 2 * act);
+  return 2 * (layers * per_layer + 4 * act) + 4 * act;
+}
+
+uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
+                          uint32_t context, uint32_t k) {
+  // Exactly what the schedule builder places on the fullest chip.
+  uint32_t group = spec.n_heads / spec.n_kv_heads;
+  uint64_t elem = model::element_bytes(spec.weight_dtype);
+  bool int8 = spec.weight_dtype == model::dtype::int8;
+  uint64_t d = spec.d_model, hd = spec.head_dim;
+  uint64_t worst = 0;
+  for (uint32_t i = 0; i < k; ++i) {
+    auto [h0, h1] = head_range(spec, k, i);
+    auto [f0, f1] = block_range(spec.d_ff, k, i);
+    uint64_t heads = h1 - h0;
+    uint64_t kv = heads == 0 ? 0 : (h1 - 1) / group - h0 / group + 1;
+    uint64_t f = uint64_t{f1 - f0} * model::reduction_block_elems;
+    uint64_t bytes = 2 * d * 4;         // norms
+    bytes += heads * hd * d * elem * 2; // wq rows, wo cols
+    bytes += kv * hd * d * elem * 2;    // wk, wv rows
+    bytes += 3 * f * d * elem;          // gate, up, down
+    if (int8)
+      bytes += (heads * hd + 2 * kv * hd + d + 2 * f + d) * 4; // row scales
+    bytes += kv * hd * 2 * 4 * uint64_t{context} * batch;      // KV cache
+    worst = std::max(worst, bytes);
+  }
+  return worst;
+}
+
+namespace {
+
+uint64_t ceil_div(uint64_t a, uint64_t b) {
+  return (a + b - 1) / b;
+}
+
+} // namespace
+
+caf::expected<placement> place(const model::model_spec& spec,
+                               const cluster_config& config, uint32_t batch,
+                               uint32_t context,
+                               const std::vector<uint32_t>& available) {
+  const auto& chip = config.chip;
+  auto n_avail = static_cast<uint64_t>(available.size());
+  uint64_t emb_bytes =
+      model::tensor_bytes(spec, model::tensor_kind::tok_embedding);
+  uint64_t head_bytes = model::tensor_bytes(spec, model::tensor_kind::lm_head);
+  const auto& fast = config.link_profiles.front();
+
+  struct choice {
+    uint32_t k = 0, m = 0, groups = 0, e = 0, h = 0;
+    double estimate_s = std::numeric_limits<double>::infinity();
+  } best;
+  std::string why = "no tensor-parallel degree fits";
+  uint32_t max_k =
+      std::min(model::blocks_of(spec.d_ff), model::blocks_of(spec.d_model));
+  for (uint32_t k = 1; k <= 64 && k <= n_avail && k <= max_k; k *= 2) {
+    uint64_t per_layer = layer_chip_bytes(spec, batch, context, k);
+    auto fits = [&](uint64_t m) {
+      return m * per_layer + arena_reserve_bytes(spec, batch, k,
+                                                 static_cast<uint32_t>(m)) <=
+             chip.sram_bytes;
+    };
+    uint64_t max_m = 0;
+    while (max_m < spec.n_layers && fits(max_m + 1))
+      ++max_m;
+    if (max_m == 0) {
+      why = "one layer split " + std::to_string(k) + " ways needs " +
+            std::to_string(per_layer + arena_reserve_bytes(spec, batch, k, 1)) +
+            " bytes on its fullest chip, SRAM is " +
+            std::to_string(chip.sram_bytes);
+      continue;
+    }
+    uint64_t reserve = arena_reserve_bytes(spec, batch, k, 1);
+    uint64_t room = chip.sram_bytes - reserve;
+    uint64_t e = ceil_div(emb_bytes, room);
+    uint64_t h = ceil_div(head_bytes, room);
+    if (e + h >= n_avail)
+      continue;
+    uint64_t groups_max = (n_avail - e - h) / k;
+    if (groups_max == 0)
+      continue;
+    // Fewest layers per group that the chips allow: more groups, less SRAM
+    // pressure; latency is set by k.
+    uint64_t m = std::max(ceil_div(spec.n_layers, groups_max), uint64_t{1});
+    if (m > max_m) {
+      why = std::to_string(spec.n_layers) + " layers need " +
+            std::to_string(ceil_div(spec.n_layers, max_m) * k + e + h) +
+            " chips at tensor parallelism " + std::to_string(k) + ", " +
+            std::to_string(n_avail) + " available";
+      continue;
+    }
+    uint64_t groups = ceil_div(spec.n_layers, m);
+    // Latency estimate: per layer, compute split k ways plus (k > 1) two
+    // gathers and two broadcasts; one hop between groups.
+    double layer_s =
+        double(spec.layer_weight_bytes()) / k / chip.sram_bytes_per_s +
+        2e-9 * chip.op_overhead_ns;
+    double hop_s =
+        transfer_duration_ns(fast, uint64_t{spec.d_model} * batch * 4) * 1e-9;
+    double est =
+        spec.n_layers * (layer_s + (k > 1 ? 4 * hop_s : 0)) + groups * hop_s;
+    if (est < best.estimate_s * 0.999) {
+      best = {k,
+              static_cast<uint32_t>(m),
+              static_cast<uint32_t>(groups),
+              static_cast<uint32_t>(e),
+              static_cast<uint32_t>(h),
+              est};
+    }
+  }
+  if (best.k == 0)
+    return caf::make_error(errc::infeasible, "model " + spec.name +
+                                                 " does not fit cluster " +
+                                                 config.name + ": " + why);
+  placement p;
+  p.tp_degree = best.k;
+  p.layers_per_group = best.m;
+  size_t next = 0;
+  for (uint32_t i = 0; i < best.e; ++i)
+    p.embed_chips.push_back(available[next++]);
+  for (uint32_t g = 0; g < best.groups; ++g) {
+    std::vector<uint32_t> chips;
+    for (uint32_t i = 0; i < best.k; ++i)
+      chips.push_back(available[next++]);
+    p.groups.push_back(std::move(chips));
+  }
+  for (uint32_t i = 0; i < best.h; ++i)
+    p.head_chips.push_back(available[next++]);
+  return p;
+}
+
+} // namespace lockstep::planner::detail

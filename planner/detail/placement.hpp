@@ -1,0 +1,52 @@
+#pragma once
+
+// Placement: which chips hold which layers and shards. Layers are cut into
+// groups of `layers_per_group` consecutive layers; each group lives on
+// `tp_degree` chips (tensor parallel: heads and MLP rows split, reductions
+// split on block boundaries). Groups take consecutive chips in flat
+// (host-major, node-major) order so neighbouring layers sit on nearby chips;
+// spares and failed chips are skipped.
+
+#include "model/model_spec.hpp"
+#include "planner/cluster_config.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <vector>
+
+namespace lockstep::planner::detail {
+
+struct placement {
+  uint32_t tp_degree = 1;
+  uint32_t layers_per_group = 1;
+  std::vector<std::vector<uint32_t>> groups; // flat chip ids, [0] is root
+  std::vector<uint32_t> embed_chips;         // column slices of the embedding
+  std::vector<uint32_t> head_chips;          // row slices of the LM head
+};
+
+/// Bytes of SRAM a chip of a group of `tp_degree` holding `layers` layers
+/// keeps for receive/send arenas (both buffers), for `batch` sequences.
+uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
+                             uint32_t tp_degree, uint32_t layers);
+
+/// Per-chip bytes of one layer's shards + KV cache at tensor parallelism k.
+uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
+                          uint32_t context, uint32_t k);
+
+/// Chooses tp_degree and layers_per_group (minimum estimated latency among
+/// the combinations that fit) and assigns chips from `available` (sorted).
+/// Errors: infeasible, saying what does not fit.
+caf::expected<placement> place(const model::model_spec& spec,
+                               const cluster_config& config, uint32_t batch,
+                               uint32_t context,
+                               const std::vector<uint32_t>& available);
+
+/// Heads [first, end) of chip i of k (empty for i >= n_heads).
+std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
+                                         uint32_t k, uint32_t i);
+/// Reduction blocks [first, end) of a dimension of `dim` elements, part i of
+/// k (block boundaries; k may exceed the block count only if parts repeat).
+std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k, uint32_t i);
+
+} // namespace lockstep::planner::detail

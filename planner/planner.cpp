@@ -1,0 +1,258 @@
+#include "planner/planner.hpp"
+
+#include "planner/cost_model.hpp"
+#include "planner/detail/schedule_builder.hpp"
+#include "planner/topology.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <set>
+
+namespace lockstep::planner {
+
+namespace {
+
+detail::placement placement_of(const plan& p) {
+  detail::placement pl;
+  pl.tp_degree = p.tp_degree;
+  pl.layers_per_group = p.layers_per_group;
+  for (size_t i = 0; i < p.group_chips.size(); i += p.tp_degree)
+    pl.groups.emplace_back(p.group_chips.begin() + i,
+                           p.group_chips.begin() + i + p.tp_degree);
+  pl.embed_chips = p.embed_chips;
+  pl.head_chips = p.head_chips;
+  return pl;
+}
+
+void record_placement(const detail::placement& pl, plan& p) {
+  p.tp_degree = pl.tp_degree;
+  p.layers_per_group = pl.layers_per_group;
+  p.group_chips.clear();
+  for (const auto& g : pl.groups)
+    p.group_chips.insert(p.group_chips.end(), g.begin(), g.end());
+  p.embed_chips = pl.embed_chips;
+  p.head_chips = pl.head_chips;
+}
+
+// End slot of micro-batch 0's logits gather: one token's latency.
+uint32_t first_token_end(const plan& p) {
+  uint32_t end = 0;
+  for (const auto& o : p.ops)
+    if (o.micro_batch == 0 && o.kind == op_kind::gather &&
+        o.layer == model::global_layer && !p.head_chips.empty() &&
+        o.chip == p.head_chips[0])
+      end = std::max(end, o.start_slot + o.duration_slots);
+  return end;
+}
+
+void predict(const cluster_config& config, topology& topo,
+             const detail::placement& pl, plan& p) {
+  auto& pr = p.predicted;
+  double slot_us = p.slot_ns / 1000.0;
+  pr.token_latency_us = first_token_end(p) * slot_us;
+  pr.tokens_per_s_per_user =
+      pr.token_latency_us > 0 ? 1e6 / pr.token_latency_us : 0;
+  // Steady state: each sequence needs the previous token before its next
+  // one; the step cannot be shorter than the busiest chip or link.
+  std::vector<uint64_t> chip_busy(config.chip_count(), 0);
+  std::vector<uint64_t> link_busy(topo.directed_link_count(), 0);
+  for (const auto& o : p.ops)
+    chip_busy[o.chip] += o.duration_slots;
+  uint64_t link_slots = 0;
+  std::set<uint32_t> links_used;
+  for (const auto& t : p.transfers) {
+    link_busy[t.link] += t.duration_slots;
+    link_slots += t.duration_slots;
+    links_used.insert(t.link);
+  }
+  uint64_t busiest =
+      std::max(*std::max_element(chip_busy.begin(), chip_busy.end()),
+               link_busy.empty()
+                   ? 0
+                   : *std::max_element(link_busy.begin(), link_busy.end()));
+  double period_us = std::max(pr.token_latency_us, busiest * slot_us);
+  pr.aggregate_tokens_per_s = period_us > 0 ? p.batch * 1e6 / period_us : 0;
+  pr.link_utilisation =
+      links_used.empty() || p.slots_per_step == 0
+          ? 0
+          : double(link_slots) / (double(links_used.size()) * p.slots_per_step);
+  uint64_t used_bytes = 0;
+  for (auto c : p.chips_used)
+    used_bytes += p.usage[c].total();
+  pr.sram_utilisation =
+      p.chips_used.empty() ? 0
+                           : double(used_bytes) / (double(p.chips_used.size()) *
+                                                   config.chip.sram_bytes);
+  // Time to first token: a 2K-token prompt of one sequence as one prefill
+  // chunk through the same placement.
+  plan prefill;
+  prefill.spec = p.spec;
+  prefill.slot_ns = p.slot_ns;
+  prefill.head_chips = p.head_chips;
+  uint32_t prompt = std::min(pr.ttft_prompt_tokens, p.spec.max_context);
+  pr.ttft_prompt_tokens = prompt;
+  detail::schedule_inputs in{&p.spec, &topo, &pl, 1, prompt, prompt, 1};
+  if (!detail::build_schedule(in, prefill))
+    pr.ttft_ms = first_token_end(prefill) * slot_us / 1000.0;
+  const link_profile* fastest = &config.link_profiles.front();
+  for (const auto& l : config.link_profiles)
+    if (l.latency_ns < fastest->latency_ns ||
+        (l.latency_ns == fastest->latency_ns &&
+         l.bytes_per_s > fastest->bytes_per_s))
+      fastest = &l;
+  uint32_t usable =
+      config.chip_count() -
+      static_cast<uint32_t>(config.spares.size() + p.failed_chips.size());
+  pr.lower_bound_token_latency_us = lower_bound_token_latency_us(
+      p.spec, p.batch, p.context, usable, config.chip, *fastest);
+}
+
+caf::expected<plan_result> finish(const cluster_config& config, topology& topo,
+                                  const detail::placement& pl, plan p) {
+  uint32_t groups = static_cast<uint32_t>(pl.groups.size());
+  p.micro_batches = std::min(p.batch, groups);
+  record_placement(pl, p);
+  detail::schedule_inputs in{&p.spec,   &topo,          &pl, p.batch, 1,
+                             p.context, p.micro_batches};
+  if (auto err = detail::build_schedule(in, p))
+    return err;
+  predict(config, topo, pl, p);
+  plan_result r;
+  r.verdict = verify_plan(p, config);
+  r.p = std::move(p);
+  return r;
+}
+
+} // namespace
+
+caf::expected<plan_result> make_plan(const cluster_config& config,
+                                     const model::model_spec& spec,
+                                     const plan_options& options) {
+  if (auto err = model::validate(spec))
+    return err;
+  if (options.batch == 0 || options.batch > 4096)
+    return caf::make_error(errc::invalid_argument,
+                           "--batch must be in [1, 4096], got " +
+                               std::to_string(options.batch));
+  uint32_t context = options.context == 0 ? spec.max_context : options.context;
+  if (context > spec.max_context)
+    return caf::make_error(errc::invalid_argument,
+                           "--context " + std::to_string(context) +
+                               " exceeds the model's max_context " +
+                               std::to_string(spec.max_context));
+  std::set<uint32_t> off(config.spares.begin(), config.spares.end());
+  for (auto f : options.failed_chips) {
+    if (f >= config.chip_count())
+      return caf::make_error(errc::unknown_chip,
+                             "failed chip #" + std::to_string(f) +
+                                 " is not in " + config.name);
+    off.insert(f);
+  }
+  std::vector<uint32_t> available;
+  for (uint32_t c = 0; c < config.chip_count(); ++c)
+    if (!off.contains(c))
+      available.push_back(c);
+  auto pl = detail::place(spec, config, options.batch, context, available);
+  if (!pl)
+    return pl.error();
+  plan p;
+  p.model = spec.name;
+  p.cluster = config.name;
+  p.spec = spec;
+  p.batch = options.batch;
+  p.context = context;
+  p.slot_ns = config.transport.slot_ns;
+  p.failed_chips = options.failed_chips;
+  std::sort(p.failed_chips.begin(), p.failed_chips.end());
+  p.spares = config.spares;
+  topology topo{config};
+  topo.block_relays(std::vector<uint32_t>(off.begin(), off.end()));
+  return finish(config, topo, *pl, std::move(p));
+}
+
+caf::expected<replan_result> replan(const cluster_config& config,
+                                    const plan& base, uint32_t failed_chip) {
+  if (failed_chip >= config.chip_count())
+    return caf::make_error(errc::unknown_chip, "chip #" +
+                                                   std::to_string(failed_chip) +
+                                                   " is not in " + config.name);
+  topology topo{config};
+  replan_result out;
+  out.failed = failed_chip;
+  out.replacement = failed_chip;
+  auto pl = placement_of(base);
+  std::set<uint32_t> failed(base.failed_chips.begin(), base.failed_chips.end());
+  failed.insert(failed_chip);
+  bool affected = std::binary_search(base.chips_used.begin(),
+                                     base.chips_used.end(), failed_chip);
+  if (affected) {
+    // Nearest free spare by hops (BFS over the chip graph, lowest id on ties).
+    std::set<uint32_t> taken(base.chips_used.begin(), base.chips_used.end());
+    std::set<uint32_t> spares;
+    for (auto s : base.spares)
+      if (!failed.contains(s) && !taken.contains(s))
+        spares.insert(s);
+    std::vector<int32_t> dist(config.chip_count(), -1);
+    std::deque<uint32_t> queue{failed_chip};
+    dist[failed_chip] = 0;
+    uint32_t best = failed_chip;
+    int32_t best_dist = -1;
+    while (!queue.empty()) {
+      auto v = queue.front();
+      queue.pop_front();
+      if (best_dist >= 0 && dist[v] > best_dist)
+        break;
+      if (spares.contains(v) && (best_dist < 0 || v < best)) {
+        best = v;
+        best_dist = dist[v];
+      }
+      for (auto d : topo.out_links(v)) {
+        uint32_t u = topo.link_dst(d);
+        if (dist[u] < 0) {
+          dist[u] = dist[v] + 1;
+          queue.push_back(u);
+        }
+      }
+    }
+    if (best_dist < 0)
+      return caf::make_error(errc::infeasible,
+                             "no free spare chip left to replace " +
+                                 transport::to_string(config.ref(failed_chip)));
+    out.replacement = best;
+    auto swap = [&](std::vector<uint32_t>& v) {
+      std::replace(v.begin(), v.end(), failed_chip, best);
+    };
+    for (auto& g : pl.groups)
+      swap(g);
+    swap(pl.embed_chips);
+    swap(pl.head_chips);
+    for (const auto& s : base.shards)
+      if (s.chip == failed_chip) {
+        ++out.moved_shards;
+        out.moved_bytes += s.bytes;
+      }
+  }
+  plan p;
+  p.model = base.model;
+  p.cluster = base.cluster;
+  p.spec = base.spec;
+  p.batch = base.batch;
+  p.context = base.context;
+  p.slot_ns = base.slot_ns;
+  p.failed_chips.assign(failed.begin(), failed.end());
+  // The replacement is no longer a spare; spares still free, and failed
+  // chips, relay nothing.
+  for (auto s : base.spares)
+    if (s != out.replacement)
+      p.spares.push_back(s);
+  std::set<uint32_t> blocked(failed.begin(), failed.end());
+  blocked.insert(p.spares.begin(), p.spares.end());
+  topo.block_relays(std::vector<uint32_t>(blocked.begin(), blocked.end()));
+  auto r = finish(config, topo, pl, std::move(p));
+  if (!r)
+    return r.error();
+  out.result = std::move(*r);
+  return out;
+}
+
+} // namespace lockstep::planner

@@ -1,0 +1,50 @@
+#pragma once
+
+// The planner's front door: (model, cluster, batch, context) -> a verified
+// plan with predictions; and the incremental re-plan around a failed chip.
+//
+// Deterministic: the same inputs give byte-identical plans (no hash-map
+// iteration order, no clocks, no randomness in any decision).
+
+#include "planner/cluster_config.hpp"
+#include "planner/plan.hpp"
+#include "planner/verifier.hpp"
+
+#include <caf/expected.hpp>
+
+#include <vector>
+
+namespace lockstep::planner {
+
+struct plan_options {
+  uint32_t batch = 1;
+  uint32_t context = 0;               // 0: the model's max_context
+  std::vector<uint32_t> failed_chips; // flat ids
+};
+
+struct plan_result {
+  plan p;
+  verify_report verdict;
+};
+
+/// Places, schedules, predicts and verifies.
+/// Errors: invalid_argument (batch/context), infeasible (does not fit).
+caf::expected<plan_result> make_plan(const cluster_config& config,
+                                     const model::model_spec& spec,
+                                     const plan_options& options);
+
+struct replan_result {
+  plan_result result;
+  uint32_t failed = 0;
+  uint32_t replacement = 0; // the spare that took over (== failed if unused)
+  size_t moved_shards = 0;
+  uint64_t moved_bytes = 0;
+};
+
+/// Moves only the failed chip's work onto the nearest free spare (fewest
+/// hops), keeps every other placement decision, reschedules and
+/// re-verifies. Errors: unknown_chip, infeasible (no spare left).
+caf::expected<replan_result> replan(const cluster_config& config,
+                                    const plan& base, uint32_t failed_chip);
+
+} // namespace lockstep::planner

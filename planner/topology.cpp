@@ -1,0 +1,109 @@
+#include "planner/topology.hpp"
+
+#include <algorithm>
+#include <deque>
+
+namespace lockstep::planner {
+
+topology::topology(const cluster_config& config)
+    : config_(&config)
+    , blocked_(config.chip_count(), false) {
+  uint32_t n = config.chip_count();
+  std::vector<std::vector<uint32_t>> adj(n);
+  for (uint32_t i = 0; i < config.links.size(); ++i) {
+    adj[config.links[i].a].push_back(2 * i);
+    adj[config.links[i].b].push_back(2 * i + 1);
+  }
+  adj_offsets_.push_back(0);
+  for (uint32_t c = 0; c < n; ++c) {
+    auto& v = adj[c];
+    std::sort(v.begin(), v.end(), [&](uint32_t x, uint32_t y) {
+      return link_dst(x) < link_dst(y);
+    });
+    adj_links_.insert(adj_links_.end(), v.begin(), v.end());
+    adj_offsets_.push_back(static_cast<uint32_t>(adj_links_.size()));
+  }
+}
+
+uint32_t topology::link_src(uint32_t d) const {
+  const auto& l = config_->links[d / 2];
+  return d % 2 == 0 ? l.a : l.b;
+}
+
+uint32_t topology::link_dst(uint32_t d) const {
+  const auto& l = config_->links[d / 2];
+  return d % 2 == 0 ? l.b : l.a;
+}
+
+const link_profile& topology::profile(uint32_t d) const {
+  return config_->link_profiles[config_->links[d / 2].profile];
+}
+
+int64_t topology::find(uint32_t src, uint32_t dst) const {
+  auto first = adj_links_.begin() + adj_offsets_[src];
+  auto last = adj_links_.begin() + adj_offsets_[src + 1];
+  auto it = std::lower_bound(first, last, dst, [&](uint32_t d, uint32_t v) {
+    return link_dst(d) < v;
+  });
+  if (it != last && link_dst(*it) == dst)
+    return *it;
+  return -1;
+}
+
+std::vector<uint32_t> topology::route(uint32_t src, uint32_t dst, bool& ok) {
+  ok = true;
+  if (src == dst)
+    return {};
+  if (auto d = find(src, dst); d >= 0)
+    return {static_cast<uint32_t>(d)};
+  // BFS tree rooted at dst over reversed edges gives, for every chip, the
+  // next hop towards dst; cached per destination.
+  auto it = parents_.find(dst);
+  if (it == parents_.end()) {
+    std::vector<int32_t> next(chip_count(), -1); // directed link to take
+    std::vector<bool> seen(chip_count(), false);
+    std::deque<uint32_t> queue{dst};
+    seen[dst] = true;
+    while (!queue.empty()) {
+      auto v = queue.front();
+      queue.pop_front();
+      for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
+        uint32_t out = adj_links_[i]; // v -> u
+        uint32_t u = link_dst(out);
+        if (seen[u] || blocked_[u])
+          continue;
+        seen[u] = true;
+        next[u] = static_cast<int32_t>(out ^ 1u); // u -> v
+        queue.push_back(u);
+      }
+    }
+    it = parents_.emplace(dst, std::move(next)).first;
+  }
+  std::vector<uint32_t> path;
+  uint32_t at = src;
+  while (at != dst) {
+    int32_t d = it->second[at];
+    if (d < 0) {
+      ok = false;
+      return {};
+    }
+    path.push_back(static_cast<uint32_t>(d));
+    at = link_dst(static_cast<uint32_t>(d));
+  }
+  return path;
+}
+
+void topology::block_relays(const std::vector<uint32_t>& chips) {
+  blocked_.assign(chip_count(), false);
+  for (auto c : chips)
+    if (c < chip_count())
+      blocked_[c] = true;
+  parents_.clear();
+}
+
+std::string topology::link_name(uint32_t d) const {
+  return transport::to_string(config_->ref(link_src(d))) + "->" +
+         transport::to_string(config_->ref(link_dst(d)));
+}
+
+} // namespace lockstep::planner

@@ -1,0 +1,33 @@
+#pragma once
+
+// The independent verifier. It shares no scheduling code with the builder:
+// it re-derives every constraint from the plan, the cluster config and the
+// model spec alone, so a bug in the scheduler cannot hide itself. The
+// runtime refuses any plan it rejects.
+//
+// Checks: capacity (SRAM per chip), conflicts (one op per chip and one
+// transfer per link at a time), dependencies (with link latency), routes
+// (hop continuity), arenas (windows in range and disjoint; alternating
+// buffers never overwritten before their consumer ran), coverage (every
+// weight placed exactly once), spares and failed chips left alone, and the
+// determinism rule (reduction splits on block boundaries, combined as the
+// canonical tree).
+
+#include "planner/cluster_config.hpp"
+#include "planner/plan.hpp"
+
+#include <string>
+#include <vector>
+
+namespace lockstep::planner {
+
+struct verify_report {
+  std::vector<std::string> violations; // each names op/link/chip/slot
+  bool ok() const { return violations.empty(); }
+};
+
+/// Verifies `p` against `config`; reports at most `max_violations`.
+verify_report verify_plan(const plan& p, const cluster_config& config,
+                          size_t max_violations = 50);
+
+} // namespace lockstep::planner

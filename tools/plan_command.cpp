@@ -1,0 +1,199 @@
+// lockstep plan CONFIG --model M: compile a plan and show what it predicts.
+
+#include "tools/cli.hpp"
+
+#include "planner/plan_codec.hpp"
+#include "planner/planner.hpp"
+#include "planner/trace.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+namespace lockstep::tools {
+
+namespace {
+
+struct plan_cli_options {
+  std::string config;
+  std::string model;
+  uint32_t batch = 1;
+  uint32_t context = 0;
+  std::string dtype;
+  std::vector<std::string> fail_chips;
+  std::string trace;
+  std::string format = "text";
+};
+
+nlohmann::json predicted_json(const planner::predictions& p) {
+  return {{"token_latency_us", p.token_latency_us},
+          {"tokens_per_s_per_user", p.tokens_per_s_per_user},
+          {"aggregate_tokens_per_s", p.aggregate_tokens_per_s},
+          {"ttft_ms", p.ttft_ms},
+          {"ttft_prompt_tokens", p.ttft_prompt_tokens},
+          {"lower_bound_token_latency_us", p.lower_bound_token_latency_us},
+          {"latency_over_lower_bound",
+           p.lower_bound_token_latency_us > 0
+               ? p.token_latency_us / p.lower_bound_token_latency_us
+               : 0.0},
+          {"link_utilisation", p.link_utilisation},
+          {"sram_utilisation", p.sram_utilisation}};
+}
+
+int run_plan(const plan_cli_options& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto config = planner::load_cluster_config(o.config);
+  if (!config)
+    return fail_with(config.error());
+  auto spec = model::find_preset(o.model);
+  if (!spec)
+    return fail_with(spec.error());
+  if (!o.dtype.empty()) {
+    auto t = model::parse_dtype(o.dtype);
+    if (!t)
+      return fail_with(t.error());
+    spec->weight_dtype = *t;
+  }
+  std::vector<uint32_t> failed;
+  for (const auto& id : o.fail_chips) {
+    auto ref = planner::parse_chip_ref(id);
+    if (!ref)
+      return fail_with(ref.error());
+    auto flat = config->flat(*ref);
+    if (!flat)
+      return fail_with(flat.error());
+    failed.push_back(*flat);
+  }
+  auto base = planner::make_plan(*config, *spec, {o.batch, o.context, {}});
+  if (!base)
+    return fail_with(base.error());
+  planner::plan_result result = std::move(*base);
+  // Re-plan incrementally around each failed chip, in the order given.
+  std::vector<planner::replan_result> moves;
+  for (auto f : failed) {
+    auto r = planner::replan(*config, result.p, f);
+    if (!r)
+      return fail_with(r.error());
+    result = r->result;
+    moves.push_back(std::move(*r));
+  }
+  double compile_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  const auto& p = result.p;
+  auto hash = planner::plan_hash(*config, p);
+  if (!o.trace.empty()) {
+    std::ofstream out{o.trace};
+    if (!out)
+      return fail(exit_bad_input, "--trace: cannot write " + o.trace);
+    out << planner::chrome_trace(*config, p);
+  }
+  auto spares_free = config->spares.size();
+  for (const auto& m : moves)
+    if (m.replacement != m.failed)
+      --spares_free;
+  // Hops of the longest route: follow each final hop back to its first.
+  uint32_t max_hops = 0;
+  for (const auto& t : p.transfers) {
+    uint32_t hops = 1;
+    for (auto prev = t.after_transfer; prev != planner::no_id;
+         prev = p.transfers[prev].after_transfer)
+      ++hops;
+    max_hops = std::max(max_hops, hops);
+  }
+  auto moves_json = nlohmann::json::array();
+  for (const auto& m : moves)
+    moves_json.push_back(
+        {{"failed", transport::to_string(config->ref(m.failed))},
+         {"replacement", transport::to_string(config->ref(m.replacement))},
+         {"moved_shards", m.moved_shards},
+         {"moved_bytes", m.moved_bytes}});
+  if (o.format == "json") {
+    nlohmann::json j{{"verified", result.verdict.ok()},
+                     {"violations", result.verdict.violations},
+                     {"model", p.model},
+                     {"dtype", model::to_string(p.spec.weight_dtype)},
+                     {"cluster", p.cluster},
+                     {"batch", p.batch},
+                     {"context", p.context},
+                     {"chips", config->chip_count()},
+                     {"chips_used", p.chips_used.size()},
+                     {"spares", spares_free},
+                     {"tp_degree", p.tp_degree},
+                     {"layers_per_group", p.layers_per_group},
+                     {"groups", p.group_chips.size() / p.tp_degree},
+                     {"micro_batches", p.micro_batches},
+                     {"ops", p.ops.size()},
+                     {"transfers", p.transfers.size()},
+                     {"slot_ns", p.slot_ns},
+                     {"slots_per_step", p.slots_per_step},
+                     {"max_route_hops", max_hops},
+                     {"compile_s", compile_s},
+                     {"plan_hash", hash},
+                     {"predicted", predicted_json(p.predicted)},
+                     {"replanned", moves_json}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    const auto& pr = p.predicted;
+    std::printf("plan       %s on %s (%s), batch %u, context %u\n",
+                p.model.c_str(), p.cluster.c_str(),
+                model::to_string(p.spec.weight_dtype), p.batch, p.context);
+    std::printf("chips      %zu used of %u, %zu spares free\n",
+                p.chips_used.size(), config->chip_count(), spares_free);
+    std::printf("layout     %zu groups x %u chips (tensor parallel), %u "
+                "layer(s) per group, %zu embedding + %zu LM-head chips\n",
+                p.group_chips.size() / p.tp_degree, p.tp_degree,
+                p.layers_per_group, p.embed_chips.size(), p.head_chips.size());
+    std::printf("schedule   %zu ops, %zu transfers (routes up to %u hops), %u "
+                "slots of %.1f us, %u micro-batch(es)\n",
+                p.ops.size(), p.transfers.size(), max_hops, p.slots_per_step,
+                p.slot_ns / 1000.0, p.micro_batches);
+    std::printf("predicted  %.1f us/token (lower bound %.1f us, ratio %.2f), "
+                "%.1f tokens/s per user, %.1f tokens/s aggregate, TTFT %.2f ms "
+                "(%u-token prompt)\n",
+                pr.token_latency_us, pr.lower_bound_token_latency_us,
+                pr.lower_bound_token_latency_us > 0
+                    ? pr.token_latency_us / pr.lower_bound_token_latency_us
+                    : 0.0,
+                pr.tokens_per_s_per_user, pr.aggregate_tokens_per_s, pr.ttft_ms,
+                pr.ttft_prompt_tokens);
+    std::printf("usage      links %.1f%% busy, SRAM %.1f%% full\n",
+                100 * pr.link_utilisation, 100 * pr.sram_utilisation);
+    for (const auto& m : moves)
+      std::printf("replanned  %s failed: %zu shards (%.1f MB) moved to %s\n",
+                  transport::to_string(config->ref(m.failed)).c_str(),
+                  m.moved_shards, m.moved_bytes / 1e6,
+                  transport::to_string(config->ref(m.replacement)).c_str());
+    std::printf("verifier   %s\n",
+                result.verdict.ok() ? "plan verified" : "REJECTED");
+    for (const auto& v : result.verdict.violations)
+      std::printf("  %s\n", v.c_str());
+    std::printf("plan_hash  %s (compiled in %.2f s)\n", hash.c_str(),
+                compile_s);
+  }
+  return result.verdict.ok() ? exit_ok : exit_problem;
+}
+
+} // namespace
+
+void add_plan_command(CLI::App& app, command_context& ctx) {
+  auto o = std::make_shared<plan_cli_options>();
+  auto* cmd = app.add_subcommand("plan", "compile a plan for a cluster");
+  cmd->add_option("config", o->config, "cluster config (YAML)")->required();
+  cmd->add_option("--model", o->model, "model preset")->required();
+  cmd->add_option("--batch", o->batch, "sequences per step")
+      ->check(CLI::Range(1u, 4096u));
+  cmd->add_option("--context", o->context,
+                  "KV-cache tokens per sequence (default: max_context)");
+  cmd->add_option("--dtype", o->dtype, "override the weight dtype");
+  cmd->add_option("--fail-chip", o->fail_chips,
+                  "re-plan around this failed chip (e.g. h3.c5); repeatable");
+  cmd->add_option("--trace", o->trace,
+                  "write one decode step as Chrome trace-event JSON");
+  add_output_option(*cmd, o->format);
+  cmd->callback([o, &ctx] { ctx.exit_code = run_plan(*o); });
+}
+
+} // namespace lockstep::tools
