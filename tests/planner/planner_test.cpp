@@ -1,0 +1,132 @@
+#include "planner/plan_codec.hpp"
+#include "planner/trace.hpp"
+#include "tests/planner/planner_fixture.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+
+namespace lockstep::planner {
+namespace {
+
+using test::load;
+using test::make;
+
+TEST(planner, tiny_8_on_local_8_is_verified_and_uses_tensor_parallel_splits) {
+  auto c = load("local-8");
+  auto r = make(c, "tiny-8");
+  EXPECT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
+  EXPECT_GT(r.p.chips_used.size(), 1u);
+  EXPECT_LE(r.p.chips_used.size(), 7u);
+  size_t combines = 0;
+  for (const auto& o : r.p.ops)
+    combines += o.kind == op_kind::combine;
+  if (r.p.tp_degree > 1) {
+    EXPECT_EQ(combines, 2u * 4); // two reductions per layer
+  }
+  EXPECT_GT(r.p.predicted.token_latency_us, 0);
+  EXPECT_GE(r.p.predicted.token_latency_us,
+            r.p.predicted.lower_bound_token_latency_us);
+}
+
+TEST(planner, full_scale_presets_plan_and_verify_without_weights) {
+  struct job {
+    const char* config;
+    const char* model;
+  };
+  for (auto j : {job{"groq-64", "llama-3-8b"}, job{"groq-576", "llama-2-70b"},
+                 job{"groq-1512", "falcon-180b"}}) {
+    auto c = load(j.config);
+    auto r = make(c, j.model, {1, 2048, {}});
+    EXPECT_TRUE(r.verdict.ok()) << j.model << " on " << j.config << ": "
+                                << r.verdict.violations.front();
+    // The bound never exceeds what a verified schedule achieves.
+    EXPECT_GE(r.p.predicted.token_latency_us,
+              r.p.predicted.lower_bound_token_latency_us);
+  }
+}
+
+TEST(planner, same_inputs_give_byte_identical_plans) {
+  auto c = load("groq-64");
+  auto a = make(c, "llama-3-8b", {2, 1024, {}});
+  auto b = make(c, "llama-3-8b", {2, 1024, {}});
+  EXPECT_EQ(encode_plan(c, a.p), encode_plan(c, b.p));
+  EXPECT_EQ(plan_hash(c, a.p), plan_hash(c, b.p));
+  auto other = make(c, "llama-3-8b", {1, 1024, {}});
+  EXPECT_NE(plan_hash(c, a.p), plan_hash(c, other.p));
+}
+
+TEST(planner, encoded_plan_carries_the_slot_table) {
+  auto c = load("local-8");
+  auto r = make(c, "tiny-8");
+  auto bytes = encode_plan(c, r.p);
+  auto hash = check_encoded_plan(bytes);
+  ASSERT_TRUE(hash) << render(hash.error());
+  EXPECT_EQ(*hash, plan_hash(c, r.p));
+  EXPECT_FALSE(check_encoded_plan(bytes.substr(0, bytes.size() / 2)));
+  EXPECT_FALSE(check_encoded_plan(std::string(64, '\xff')));
+  EXPECT_FALSE(check_encoded_plan("abc"));
+}
+
+TEST(planner, replan_moves_only_the_failed_chips_work_onto_a_spare) {
+  auto c = load("groq-576");
+  auto base = make(c, "llama-2-70b", {1, 2048, {}});
+  ASSERT_TRUE(base.verdict.ok());
+  uint32_t failed = base.p.group_chips[5];
+  auto r = replan(c, base.p, failed);
+  ASSERT_TRUE(r) << render(r.error());
+  EXPECT_TRUE(r->result.verdict.ok()) << r->result.verdict.violations.front();
+  EXPECT_NE(r->replacement, failed);
+  EXPECT_TRUE(
+      std::binary_search(c.spares.begin(), c.spares.end(), r->replacement));
+  EXPECT_GT(r->moved_shards, 0u);
+  // Every shard stays where it was, except the failed chip's.
+  ASSERT_EQ(r->result.p.shards.size(), base.p.shards.size());
+  size_t moved = 0;
+  for (size_t i = 0; i < base.p.shards.size(); ++i) {
+    const auto& before = base.p.shards[i];
+    const auto& after = r->result.p.shards[i];
+    EXPECT_EQ(before.range, after.range);
+    if (before.chip == failed) {
+      EXPECT_EQ(after.chip, r->replacement);
+      ++moved;
+    } else {
+      EXPECT_EQ(after.chip, before.chip);
+    }
+  }
+  EXPECT_EQ(moved, r->moved_shards);
+  for (const auto& o : r->result.p.ops)
+    EXPECT_NE(o.chip, failed);
+  // A chip the plan does not use fails: nothing moves.
+  auto idle = replan(c, base.p, c.spares.back());
+  ASSERT_TRUE(idle);
+  EXPECT_EQ(idle->moved_shards, 0u);
+  EXPECT_TRUE(idle->result.verdict.ok());
+}
+
+TEST(planner, infeasible_and_bad_options_are_clear_errors) {
+  auto c = load("local-8");
+  auto big = make_plan(c, *model::find_preset("llama-2-70b"), {});
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error(), errc::infeasible);
+  EXPECT_NE(render(big.error()).find("does not fit cluster local-8"),
+            std::string::npos);
+  EXPECT_FALSE(make_plan(c, *model::find_preset("tiny-8"), {0, 0, {}}));
+  EXPECT_FALSE(make_plan(c, *model::find_preset("tiny-8"), {1, 100000, {}}));
+  EXPECT_FALSE(make_plan(c, *model::find_preset("tiny-8"), {1, 0, {99}}));
+}
+
+TEST(planner, trace_has_a_track_per_chip_and_link) {
+  auto c = load("local-8");
+  auto r = make(c, "tiny-8");
+  auto j = nlohmann::json::parse(chrome_trace(c, r.p));
+  std::map<int, size_t> per_pid;
+  for (const auto& e : j["traceEvents"])
+    if (e["ph"] == "X")
+      ++per_pid[e["pid"].get<int>()];
+  EXPECT_EQ(per_pid[1], r.p.ops.size());
+  EXPECT_EQ(per_pid[2], r.p.transfers.size());
+}
+
+} // namespace
+} // namespace lockstep::planner
