@@ -152,9 +152,10 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   for (uint32_t c = 0; c < config.chip_count(); ++c)
     if (!off.contains(c))
       available.push_back(c);
-  auto pl = detail::place(spec, config, options.batch, context, available);
-  if (!pl)
-    return pl.error();
+  auto candidates = detail::place_candidates(spec, config, options.batch,
+                                             context, available);
+  if (!candidates)
+    return candidates.error();
   plan p;
   p.model = spec.name;
   p.cluster = config.name;
@@ -167,7 +168,28 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   p.spares = config.spares;
   topology topo{config};
   topo.block_relays(std::vector<uint32_t>(off.begin(), off.end()));
-  return finish(config, topo, *pl, std::move(p));
+  // The estimates behind the candidates are approximate; the exact schedule
+  // decides. Keep the first candidate whose every chip fits its SRAM.
+  std::string overflow;
+  for (const auto& pl : *candidates) {
+    auto r = finish(config, topo, pl, p);
+    if (!r)
+      return r.error();
+    bool fits = true;
+    for (uint32_t c = 0; c < config.chip_count() && fits; ++c)
+      if (r->p.usage[c].total() > config.chip.sram_bytes) {
+        fits = false;
+        overflow = "at tensor parallelism " + std::to_string(pl.tp_degree)
+                   + ", chip " + transport::to_string(config.ref(c))
+                   + " would need " + std::to_string(r->p.usage[c].total())
+                   + " bytes";
+      }
+    if (fits)
+      return r;
+  }
+  return caf::make_error(errc::infeasible, "model " + spec.name
+                                             + " does not fit cluster "
+                                             + config.name + ": " + overflow);
 }
 
 caf::expected<replan_result> replan(const cluster_config& config,

@@ -90,13 +90,13 @@ parse_transport_settings(const YAML::Node& node, std::string_view file) {
                            std::string{file} +
                                ": transport: expected a mapping");
   static const std::set<std::string> known{"provider", "slot_mode", "slot_us",
-                                           "hard_timeout_ms"};
+                                           "slot_ns", "hard_timeout_ms"};
   for (const auto& kv : node) {
     auto key = kv.first.as<std::string>();
     if (!known.contains(key))
       return config_error(file, key,
                           "unknown key (expected provider, slot_mode, "
-                          "slot_us or hard_timeout_ms)");
+                          "slot_us, slot_ns or hard_timeout_ms)");
   }
   if (auto p = node["provider"]) {
     auto v = p.IsScalar() ? p.as<std::string>() : std::string{};
@@ -123,6 +123,16 @@ parse_transport_settings(const YAML::Node& node, std::string_view file) {
     if (!v)
       return v.error();
     out.slot_ns = *v * 1000;
+  }
+  // Sub-microsecond slots, for modelling hardware whose links and ops take
+  // nanoseconds (the planner's unit); one of slot_us / slot_ns.
+  if (auto s = node["slot_ns"]) {
+    if (node["slot_us"])
+      return config_error(file, "slot_ns", "give slot_us or slot_ns, not both");
+    auto v = positive(s, file, "slot_ns");
+    if (!v)
+      return v.error();
+    out.slot_ns = *v;
   }
   if (auto t = node["hard_timeout_ms"]) {
     auto v = positive(t, file, "hard_timeout_ms");

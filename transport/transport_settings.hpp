@@ -8,6 +8,7 @@
 //     provider: shm            # libfabric provider: shm | "tcp;ofi_rxm" | verbs | efa
 //     slot_mode: logical       # logical | paced
 //     slot_us: 50              # paced slot length (also the planner's slot unit)
+//     slot_ns: 100             # alternative to slot_us, for sub-us slots
 //     hard_timeout_ms: 2000    # a delivery later than this fails the step
 
 #include "transport/errc.hpp"

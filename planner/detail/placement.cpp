@@ -86,10 +86,10 @@ uint64_t ceil_div(uint64_t a, uint64_t b) {
 
 } // namespace
 
-caf::expected<placement> place(const model::model_spec& spec,
-                               const cluster_config& config, uint32_t batch,
-                               uint32_t context,
-                               const std::vector<uint32_t>& available) {
+caf::expected<std::vector<placement>>
+place_candidates(const model::model_spec& spec, const cluster_config& config,
+                 uint32_t batch, uint32_t context,
+                 const std::vector<uint32_t>& available) {
   const auto& chip = config.chip;
   auto n_avail = static_cast<uint64_t>(available.size());
   uint64_t emb_bytes =
@@ -100,7 +100,8 @@ caf::expected<placement> place(const model::model_spec& spec,
   struct choice {
     uint32_t k = 0, m = 0, groups = 0, e = 0, h = 0;
     double estimate_s = std::numeric_limits<double>::infinity();
-  } best;
+  };
+  std::vector<choice> choices;
   std::string why = "no tensor-parallel degree fits";
   uint32_t max_k =
       std::min(model::blocks_of(spec.d_ff), model::blocks_of(spec.d_model));
@@ -148,36 +149,45 @@ caf::expected<placement> place(const model::model_spec& spec,
         2e-9 * chip.op_overhead_ns;
     double hop_s =
         transfer_duration_ns(fast, uint64_t{spec.d_model} * batch * 4) * 1e-9;
-    double est =
-        spec.n_layers * (layer_s + (k > 1 ? 4 * hop_s : 0)) + groups * hop_s;
-    if (est < best.estimate_s * 0.999) {
-      best = {k,
-              static_cast<uint32_t>(m),
-              static_cast<uint32_t>(groups),
-              static_cast<uint32_t>(e),
-              static_cast<uint32_t>(h),
-              est};
+    // A root gathers k - 1 partials through at most chips_per_node - 1 direct
+    // links; a group wider than a node adds a hop. Same for the broadcast.
+    double fan_in = std::max(1u, std::min(k - 1, config.chips_per_node - 1));
+    double rounds = k == 1 ? 0
+                           : std::ceil((k - 1) / fan_in)
+                               + (k > config.chips_per_node ? 1 : 0);
+    double est = spec.n_layers * (layer_s + 4 * rounds * hop_s)
+                 + groups * hop_s;
+    choices.push_back({k, static_cast<uint32_t>(m),
+                       static_cast<uint32_t>(groups), static_cast<uint32_t>(e),
+                       static_cast<uint32_t>(h), est});
+  }
+  if (choices.empty())
+    return caf::make_error(errc::infeasible, "model " + spec.name
+                                               + " does not fit cluster "
+                                               + config.name + ": " + why);
+  // Best estimate first; stable, so ties keep the smaller k.
+  std::stable_sort(choices.begin(), choices.end(), [](auto& a, auto& b) {
+    return a.estimate_s < b.estimate_s;
+  });
+  std::vector<placement> out;
+  for (const auto& c : choices) {
+    placement p;
+    p.tp_degree = c.k;
+    p.layers_per_group = c.m;
+    size_t next = 0;
+    for (uint32_t i = 0; i < c.e; ++i)
+      p.embed_chips.push_back(available[next++]);
+    for (uint32_t g = 0; g < c.groups; ++g) {
+      std::vector<uint32_t> chips;
+      for (uint32_t i = 0; i < c.k; ++i)
+        chips.push_back(available[next++]);
+      p.groups.push_back(std::move(chips));
     }
+    for (uint32_t i = 0; i < c.h; ++i)
+      p.head_chips.push_back(available[next++]);
+    out.push_back(std::move(p));
   }
-  if (best.k == 0)
-    return caf::make_error(errc::infeasible, "model " + spec.name +
-                                                 " does not fit cluster " +
-                                                 config.name + ": " + why);
-  placement p;
-  p.tp_degree = best.k;
-  p.layers_per_group = best.m;
-  size_t next = 0;
-  for (uint32_t i = 0; i < best.e; ++i)
-    p.embed_chips.push_back(available[next++]);
-  for (uint32_t g = 0; g < best.groups; ++g) {
-    std::vector<uint32_t> chips;
-    for (uint32_t i = 0; i < best.k; ++i)
-      chips.push_back(available[next++]);
-    p.groups.push_back(std::move(chips));
-  }
-  for (uint32_t i = 0; i < best.h; ++i)
-    p.head_chips.push_back(available[next++]);
-  return p;
+  return out;
 }
 
 } // namespace lockstep::planner::detail

@@ -34,13 +34,14 @@ uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
 uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
                           uint32_t context, uint32_t k);
 
-/// Chooses tp_degree and layers_per_group (minimum estimated latency among
-/// the combinations that fit) and assigns chips from `available` (sorted).
-/// Errors: infeasible, saying what does not fit.
-caf::expected<placement> place(const model::model_spec& spec,
-                               const cluster_config& config, uint32_t batch,
-                               uint32_t context,
-                               const std::vector<uint32_t>& available);
+/// Placements that fit by estimate, best estimated latency first: one per
+/// tensor-parallel degree, chips assigned from `available` (sorted). The
+/// caller builds them in order and keeps the first whose exact schedule fits
+/// every chip's SRAM. Errors: infeasible, saying what does not fit.
+caf::expected<std::vector<placement>>
+place_candidates(const model::model_spec& spec, const cluster_config& config,
+                 uint32_t batch, uint32_t context,
+                 const std::vector<uint32_t>& available);
 
 /// Heads [first, end) of chip i of k (empty for i >= n_heads).
 std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
