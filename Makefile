@@ -28,6 +28,8 @@ demo: build
 
 bench: build
 	$(BUILD_DIR)/bin/lockstep-bench kernels
+	$(BUILD_DIR)/bin/lockstep-bench transport
+	$(BUILD_DIR)/bin/lockstep-bench planner
 
 clean:
 	rm -rf $(BUILD_DIR)
