@@ -1,0 +1,69 @@
+// `lockstep plan` as a user runs it: JSON keys, exit codes, trace file.
+
+#include "tests/tools/cli_runner.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+namespace lockstep {
+namespace {
+
+using test::run;
+using test::temp_dir;
+
+std::string config(const std::string& name) {
+  return std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/" + name +
+         ".yaml";
+}
+
+TEST(plan_cli, json_has_the_documented_keys) {
+  temp_dir tmp;
+  auto trace = (tmp / "trace.json").string();
+  auto r = run(tmp, {"plan", config("groq-576"), "--model", "llama-2-70b",
+                     "--context", "2048", "--fail-chip", "h0.c3", "--trace",
+                     trace, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["verified"], true);
+  EXPECT_GT(j["chips_used"].get<int>(), 300);
+  EXPECT_EQ(j["spares"], 63); // one spare took over h0.c3
+  EXPECT_GE(j["compile_s"].get<double>(), 0.0);
+  EXPECT_EQ(j["plan_hash"].get<std::string>().size(), 64u);
+  for (auto key : {"token_latency_us", "tokens_per_s_per_user", "ttft_ms",
+                   "lower_bound_token_latency_us"})
+    EXPECT_GT(j["predicted"][key].get<double>(), 0.0) << key;
+  EXPECT_EQ(j["replanned"][0]["failed"], "h0.c3");
+  std::ifstream in{trace};
+  auto t = nlohmann::json::parse(in);
+  EXPECT_GT(t["traceEvents"].size(), 100u);
+}
+
+TEST(plan_cli, bad_input_is_one_line_and_exit_code_2) {
+  temp_dir tmp;
+  auto bad_yaml = (tmp / "bad.yaml").string();
+  std::ofstream{bad_yaml} << "name: x\nchip_profile: {name: c}\n";
+  std::vector<std::vector<std::string>> cases{
+      {"plan", config("local-8"), "--model", "llama-9000"},
+      {"plan", (tmp / "missing.yaml").string(), "--model", "tiny-8"},
+      {"plan", bad_yaml, "--model", "tiny-8"},
+      {"plan", config("local-8"), "--model", "tiny-8", "--fail-chip", "h9.c9"},
+      {"plan", config("local-8"), "--model", "tiny-8", "--fail-chip", "chip3"},
+      {"plan", config("local-8"), "--model", "tiny-8", "--batch", "0"},
+      {"plan", config("local-8"), "--model", "llama-2-70b"}, // cannot fit
+  };
+  for (const auto& c : cases) {
+    auto r = run(tmp, c);
+    EXPECT_EQ(r.code, 2) << c[1] << " " << c.back() << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  auto r = run(tmp, {"plan", bad_yaml, "--model", "tiny-8"});
+  EXPECT_NE(r.err.find("bad.yaml: chip_profile.sram_bytes: missing"),
+            std::string::npos)
+      << r.err;
+}
+
+} // namespace
+} // namespace lockstep
