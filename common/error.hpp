@@ -47,6 +47,17 @@ struct error_category_info {
 /// Thread-safety: only during static initialisation.
 bool register_error_category(const error_category_info& info);
 
+/// Registers error enum E of a module: `to_string(E)` and `kind_of(E)` must
+/// be declared in E's namespace. Use from the module's errc.hpp as
+///   inline const bool errc_registered = register_errc<errc>(atom("name"));
+template <class E>
+bool register_errc(caf::atom_value category) {
+  return register_error_category(
+    {category,
+     [](uint8_t c) { return to_string(static_cast<E>(c)); },
+     [](uint8_t c) { return kind_of(static_cast<E>(c)); }});
+}
+
 /// "storage.corrupt_block: tensor l3.wq tile (2,5): checksum mismatch".
 std::string render(const caf::error& err);
 

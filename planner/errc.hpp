@@ -22,16 +22,8 @@ enum class errc : uint8_t {
 const char* to_string(errc code);
 error_kind kind_of(errc code);
 
-namespace detail {
-inline const char* errc_name(uint8_t c) {
-  return to_string(static_cast<errc>(c));
-}
-inline error_kind errc_kind(uint8_t c) {
-  return kind_of(static_cast<errc>(c));
-}
 inline const bool errc_registered =
-    register_error_category({caf::atom("planner"), &errc_name, &errc_kind});
-} // namespace detail
+  register_errc<errc>(caf::atom("planner"));
 
 } // namespace lockstep::planner
 
