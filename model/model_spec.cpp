@@ -111,10 +111,11 @@ std::vector<model_spec> make_presets() {
       // Tiny models that run end to end on this machine (f32, < 200 MB each),
       // deep enough that a plan can spread them over 8 / 64 / 512 / 1500 chips.
       make("tiny-8", 4, 256, 4, 2, 64, 768, 1024, 10000.0, 512, dtype::f32),
-      make("tiny-64", 16, 512, 8, 2, 64, 1024, 4096, 10000.0, 1024, dtype::f32),
-      make("tiny-512", 24, 384, 6, 2, 64, 1024, 4096, 10000.0, 1024,
-           dtype::f32),
-      make("tiny-1500", 48, 256, 4, 2, 64, 768, 4096, 10000.0, 1024,
+      // Shaped so that tensor parallelism x layers ~ N chips: 14 layers x 4,
+      // 30 layers x 16 (d_ff has 16 blocks), 46 layers x 32 (d_ff 32 blocks).
+      make("tiny-64", 14, 512, 8, 2, 64, 1024, 4096, 10000.0, 1024, dtype::f32),
+      make("tiny-512", 30, 256, 4, 2, 64, 1024, 4096, 10000.0, 256, dtype::f32),
+      make("tiny-1500", 46, 128, 2, 1, 64, 2048, 4096, 10000.0, 256,
            dtype::f32),
       // ~2.2 GiB of f32 weights: far above any cache, for bandwidth benchmarks.
       make("bench-2g", 10, 2048, 16, 4, 128, 5632, 32000, 10000.0, 1024,

@@ -103,8 +103,8 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
   };
   std::vector<choice> choices;
   std::string why = "no tensor-parallel degree fits";
-  uint32_t max_k =
-      std::min(model::blocks_of(spec.d_ff), model::blocks_of(spec.d_model));
+  // MLP rows split on block boundaries: at most one chip per d_ff block.
+  uint32_t max_k = model::blocks_of(spec.d_ff);
   for (uint32_t k = 1; k <= 64 && k <= n_avail && k <= max_k; k *= 2) {
     uint64_t per_layer = layer_chip_bytes(spec, batch, context, k);
     auto fits = [&](uint64_t m) {
@@ -153,18 +153,18 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     // links; a group wider than a node adds a hop. Same for the broadcast.
     double fan_in = std::max(1u, std::min(k - 1, config.chips_per_node - 1));
     double rounds = k == 1 ? 0
-                           : std::ceil((k - 1) / fan_in)
-                               + (k > config.chips_per_node ? 1 : 0);
-    double est = spec.n_layers * (layer_s + 4 * rounds * hop_s)
-                 + groups * hop_s;
+                           : std::ceil((k - 1) / fan_in) +
+                                 (k > config.chips_per_node ? 1 : 0);
+    double est =
+        spec.n_layers * (layer_s + 4 * rounds * hop_s) + groups * hop_s;
     choices.push_back({k, static_cast<uint32_t>(m),
                        static_cast<uint32_t>(groups), static_cast<uint32_t>(e),
                        static_cast<uint32_t>(h), est});
   }
   if (choices.empty())
-    return caf::make_error(errc::infeasible, "model " + spec.name
-                                               + " does not fit cluster "
-                                               + config.name + ": " + why);
+    return caf::make_error(errc::infeasible, "model " + spec.name +
+                                                 " does not fit cluster " +
+                                                 config.name + ": " + why);
   // Best estimate first; stable, so ties keep the smaller k.
   std::stable_sort(choices.begin(), choices.end(), [](auto& a, auto& b) {
     return a.estimate_s < b.estimate_s;

@@ -179,13 +179,14 @@ void builder::place_shards() {
   uint32_t hd = s_.head_dim;
   uint32_t group = s_.n_heads / s_.n_kv_heads;
   constexpr uint32_t B = model::reduction_block_elems;
+  // Embedding rows (vocabulary) split across chips.
   for (size_t e = 0; e < pl.embed_chips.size(); ++e) {
-    auto [b0, b1] =
-        block_range(s_.d_model, static_cast<uint32_t>(pl.embed_chips.size()),
-                    static_cast<uint32_t>(e));
+    auto n = static_cast<uint32_t>(pl.embed_chips.size());
+    auto r0 = static_cast<uint32_t>(uint64_t{s_.vocab} * e / n);
+    auto r1 = static_cast<uint32_t>(uint64_t{s_.vocab} * (e + 1) / n);
     add_shard(pl.embed_chips[e],
               {model::global_layer, tensor_kind::tok_embedding},
-              {0, s_.vocab, b0 * B, b1 * B});
+              {r0, r1, 0, s_.d_model});
   }
   for (size_t g = 0; g < pl.groups.size(); ++g)
     for (uint32_t l = static_cast<uint32_t>(g * pl.layers_per_group);
@@ -334,16 +335,14 @@ caf::error builder::run() {
       continue;
     uint32_t rows = seqs * in_.tokens;
     uint64_t act = uint64_t{s_.d_model} * rows * 4;
-    // Embedding: every chip looks up its column slice; the first group's
-    // root gathers them (a concatenation: no arithmetic).
+    // Embedding: each chip holds a row slice of the table and sends a full
+    // activation buffer with the rows of the tokens it owns; the first
+    // root picks, per token, the buffer of the owning chip (a selection, no
+    // arithmetic: the bits are the table's).
     uint32_t root0 = pl.groups[0][0];
     std::vector<uint32_t> ops, trs;
     for (size_t e = 0; e < pl.embed_chips.size(); ++e) {
-      auto [b0, b1] =
-          block_range(s_.d_model, static_cast<uint32_t>(pl.embed_chips.size()),
-                      static_cast<uint32_t>(e));
-      uint64_t bytes =
-          uint64_t{b1 - b0} * model::reduction_block_elems * rows * 4;
+      uint64_t bytes = act;
       uint32_t o = add_op(op_kind::embed, pl.embed_chips[e],
                           model::global_layer, mb, {2.0 * bytes, 0}, {}, {});
       if (pl.embed_chips[e] == root0) {
