@@ -29,6 +29,17 @@ TEST(planner, tiny_8_on_local_8_is_verified_and_uses_tensor_parallel_splits) {
             r.p.predicted.lower_bound_token_latency_us);
 }
 
+TEST(planner, tiny_n_needs_about_n_chips_of_local_n) {
+  for (uint32_t n : {8u, 64u, 512u, 1500u}) {
+    auto name = std::to_string(n);
+    auto c = load("local-" + name);
+    auto r = make(c, "tiny-" + name);
+    EXPECT_TRUE(r.verdict.ok()) << name;
+    EXPECT_GE(r.p.chips_used.size(), n * 7 / 10) << name;
+    EXPECT_LE(r.p.chips_used.size(), n) << name;
+  }
+}
+
 TEST(planner, full_scale_presets_plan_and_verify_without_weights) {
   struct job {
     const char* config;
