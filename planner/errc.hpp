@@ -22,8 +22,7 @@ enum class errc : uint8_t {
 const char* to_string(errc code);
 error_kind kind_of(errc code);
 
-inline const bool errc_registered =
-  register_errc<errc>(caf::atom("planner"));
+inline const bool errc_registered = register_errc<errc>(caf::atom("planner"));
 
 } // namespace lockstep::planner
 

@@ -56,6 +56,25 @@ struct TransferLink {
   payloadBytes @4 :UInt64;
 }
 
+struct ChipUsage {
+  chip @0 :Transport.ChipId;
+  weightBytes @1 :UInt64;
+  kvBytes @2 :UInt64;
+  recvArenaBytes @3 :UInt64;
+  sendArenaBytes @4 :UInt64;
+}
+
+struct Predictions {
+  tokenLatencyUs @0 :Float64;
+  tokensPerSPerUser @1 :Float64;
+  aggregateTokensPerS @2 :Float64;
+  ttftMs @3 :Float64;
+  ttftPromptTokens @4 :UInt32;
+  lowerBoundTokenLatencyUs @5 :Float64;
+  linkUtilisation @6 :Float64;
+  sramUtilisation @7 :Float64;
+}
+
 struct Plan {
   formatVersion @0 :UInt32;
   plannerVersion @1 :UInt32;
@@ -74,4 +93,11 @@ struct Plan {
   transferLinks @14 :List(TransferLink);
   slotTable @15 :Transport.SlotTable;
   planHash @16 :Text;
+  spares @17 :List(Transport.ChipId);      # spares the plan keeps free
+  groupChips @18 :List(Transport.ChipId);  # [group][tpDegree]
+  embedChips @19 :List(Transport.ChipId);
+  headChips @20 :List(Transport.ChipId);
+  usage @21 :List(ChipUsage);              # chips with anything on them
+  predicted @22 :Predictions;
+  incremental @23 :Bool;                   # failures handled by re-plan
 }

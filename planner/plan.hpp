@@ -113,6 +113,7 @@ struct plan {
   uint64_t slot_ns = 0;
   uint32_t slots_per_step = 0;
   std::vector<uint32_t> failed_chips;
+  bool incremental = false; // failures handled by replan (not from scratch)
   std::vector<uint32_t> spares;
   std::vector<uint32_t> chips_used;  // sorted flat ids holding shards or ops
   std::vector<uint32_t> group_chips; // [group][tp_degree] flat ids

@@ -4,12 +4,14 @@
 #include "model/block_rule.hpp"
 #include "model/spec_json.hpp"
 #include "planner/plan.capnp.h"
+#include "planner/topology.hpp"
 #include "transport/slot_table.capnp.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
 #include <map>
+#include <set>
 
 namespace lockstep::planner {
 
@@ -22,17 +24,27 @@ void set_chip(transport::schema::ChipId::Builder b, transport::chip_ref r) {
 
 } // namespace
 
-std::string plan_hash(const cluster_config& config, const plan& p) {
-  std::string in = model::to_json(p.spec).dump() + "\n" +
-                   canonical_form(config) + "batch " + std::to_string(p.batch) +
-                   "\ncontext " + std::to_string(p.context) + "\nfailed";
-  for (auto f : p.failed_chips)
+std::string input_hash(const cluster_config& config,
+                       const model::model_spec& spec, uint32_t batch,
+                       uint32_t context, std::vector<uint32_t> failed,
+                       bool incremental) {
+  std::sort(failed.begin(), failed.end());
+  std::string in = model::to_json(spec).dump() + "\n" + canonical_form(config) +
+                   "batch " + std::to_string(batch) + "\ncontext " +
+                   std::to_string(context) + "\nfailed";
+  for (auto f : failed)
     in += " " + std::to_string(f);
+  in += incremental ? " (re-planned)" : "";
   in += "\nplanner " + std::to_string(planner_version) + "\nrule " +
         std::to_string(model::determinism_rule_version) + "\n";
   sha256 h;
   h.update(std::as_bytes(std::span{in.data(), in.size()}));
   return h.hex_digest();
+}
+
+std::string plan_hash(const cluster_config& config, const plan& p) {
+  return input_hash(config, p.spec, p.batch, p.context, p.failed_chips,
+                    p.incremental);
 }
 
 std::string encode_plan(const cluster_config& config, const plan& p) {
@@ -49,6 +61,7 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
   root.setMicroBatches(p.micro_batches);
   root.setTpDegree(p.tp_degree);
   root.setLayersPerGroup(p.layers_per_group);
+  root.setIncremental(p.incremental);
   auto failed = root.initFailedChips(p.failed_chips.size());
   for (size_t i = 0; i < p.failed_chips.size(); ++i)
     set_chip(failed[i], config.ref(p.failed_chips[i]));
@@ -145,12 +158,49 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
     }
   }
   root.setPlanHash(plan_hash(config, p));
+  auto chip_list = [&](auto list, const std::vector<uint32_t>& chips) {
+    for (size_t i = 0; i < chips.size(); ++i)
+      set_chip(list[i], config.ref(chips[i]));
+  };
+  chip_list(root.initSpares(p.spares.size()), p.spares);
+  chip_list(root.initGroupChips(p.group_chips.size()), p.group_chips);
+  chip_list(root.initEmbedChips(p.embed_chips.size()), p.embed_chips);
+  chip_list(root.initHeadChips(p.head_chips.size()), p.head_chips);
+  std::vector<uint32_t> busy;
+  for (uint32_t c = 0; c < p.usage.size(); ++c)
+    if (p.usage[c].total() > 0)
+      busy.push_back(c);
+  auto usage = root.initUsage(busy.size());
+  for (size_t i = 0; i < busy.size(); ++i) {
+    const auto& u = p.usage[busy[i]];
+    set_chip(usage[i].initChip(), config.ref(busy[i]));
+    usage[i].setWeightBytes(u.weight_bytes);
+    usage[i].setKvBytes(u.kv_bytes);
+    usage[i].setRecvArenaBytes(u.recv_arena_bytes);
+    usage[i].setSendArenaBytes(u.send_arena_bytes);
+  }
+  auto pr = root.initPredicted();
+  const auto& q = p.predicted;
+  pr.setTokenLatencyUs(q.token_latency_us);
+  pr.setTokensPerSPerUser(q.tokens_per_s_per_user);
+  pr.setAggregateTokensPerS(q.aggregate_tokens_per_s);
+  pr.setTtftMs(q.ttft_ms);
+  pr.setTtftPromptTokens(q.ttft_prompt_tokens);
+  pr.setLowerBoundTokenLatencyUs(q.lower_bound_token_latency_us);
+  pr.setLinkUtilisation(q.link_utilisation);
+  pr.setSramUtilisation(q.sram_utilisation);
   auto words = ::capnp::messageToFlatArray(msg);
   auto bytes = words.asBytes();
   return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
 }
 
-caf::expected<std::string> check_encoded_plan(const std::string& bytes) {
+namespace {
+
+// Reads a message with limits sized to the input, so a corrupt or hostile
+// buffer fails cleanly instead of exhausting memory.
+template <class F>
+auto with_plan_reader(const std::string& bytes, F&& fn)
+    -> decltype(fn(std::declval<schema::Plan::Reader>())) {
   auto bad = [](const std::string& what) {
     return caf::make_error(errc::invalid_plan, "serialised plan: " + what);
   };
@@ -168,16 +218,180 @@ caf::expected<std::string> check_encoded_plan(const std::string& bytes) {
     auto root = reader.getRoot<schema::Plan>();
     if (root.getFormatVersion() != schema::PLAN_FORMAT_VERSION)
       return bad("format version " + std::to_string(root.getFormatVersion()));
-    size_t n = 0;
-    for (auto l : root.getSlotTable().getLinks())
-      n += l.getTransfers().size();
-    if (n != root.getTransferLinks().size())
-      return bad("slot table lists " + std::to_string(n) + " transfers, plan " +
-                 std::to_string(root.getTransferLinks().size()));
-    return std::string{root.getPlanHash().cStr()};
+    return fn(root);
   } catch (const kj::Exception& e) {
     return bad(e.getDescription().cStr());
   }
+}
+
+} // namespace
+
+caf::expected<plan> decode_plan(const cluster_config& config,
+                                const std::string& bytes) {
+  return with_plan_reader(
+      bytes, [&](schema::Plan::Reader r) -> caf::expected<plan> {
+        auto bad = [](const std::string& what) {
+          return caf::make_error(errc::invalid_plan,
+                                 "serialised plan: " + what);
+        };
+        auto flat = [&](transport::schema::ChipId::Reader c) {
+          return config.flat({c.getHost(), c.getChip()});
+        };
+        auto chips = [&](auto list, std::vector<uint32_t>& out) -> caf::error {
+          for (auto c : list) {
+            auto f = flat(c);
+            if (!f)
+              return f.error();
+            out.push_back(*f);
+          }
+          return {};
+        };
+        plan p;
+        p.model = r.getModel().cStr();
+        p.cluster = r.getCluster().cStr();
+        nlohmann::json spec_json;
+        try {
+          spec_json = nlohmann::json::parse(r.getModelSpecJson().cStr());
+        } catch (const nlohmann::json::exception&) {
+          return bad("model spec is not JSON");
+        }
+        auto spec = model::spec_from_json(spec_json);
+        if (!spec)
+          return spec.error();
+        p.spec = *spec;
+        p.batch = r.getBatch();
+        p.context = r.getContext();
+        p.micro_batches = r.getMicroBatches();
+        p.tp_degree = r.getTpDegree();
+        p.layers_per_group = r.getLayersPerGroup();
+        p.incremental = r.getIncremental();
+        auto table = r.getSlotTable();
+        p.slot_ns = table.getSlotNs();
+        p.slots_per_step = table.getSlotsPerStep();
+        if (auto e = chips(r.getFailedChips(), p.failed_chips))
+          return e;
+        if (auto e = chips(r.getSpares(), p.spares))
+          return e;
+        if (auto e = chips(r.getGroupChips(), p.group_chips))
+          return e;
+        if (auto e = chips(r.getEmbedChips(), p.embed_chips))
+          return e;
+        if (auto e = chips(r.getHeadChips(), p.head_chips))
+          return e;
+        for (auto s : r.getShards()) {
+          auto c = flat(s.getChip());
+          if (!c)
+            return c.error();
+          p.shards.push_back(
+              {*c,
+               {s.getLayer(), static_cast<model::tensor_kind>(s.getTensor())},
+               {s.getRowBegin(), s.getRowEnd(), s.getColBegin(), s.getColEnd()},
+               s.getBytes()});
+        }
+        for (auto o : r.getOps()) {
+          op x;
+          x.id = o.getId();
+          x.kind = static_cast<op_kind>(o.getKind());
+          auto c = flat(o.getChip());
+          if (!c)
+            return c.error();
+          x.chip = *c;
+          x.layer = o.getLayer();
+          x.micro_batch = o.getMicroBatch();
+          x.start_slot = o.getStartSlot();
+          x.duration_slots = o.getDurationSlots();
+          for (auto a : o.getAfterOps())
+            x.after_ops.push_back(a);
+          for (auto a : o.getAfterTransfers())
+            x.after_transfers.push_back(a);
+          x.n_blocks = o.getNBlocks();
+          for (auto part : o.getParts()) {
+            auto pc = flat(part.getChip());
+            if (!pc)
+              return pc.error();
+            x.parts.push_back({*pc, part.getFirstBlock(), part.getEndBlock()});
+          }
+          for (auto n : o.getNodes())
+            x.nodes.push_back({n.getFirst(), n.getCount()});
+          p.ops.push_back(std::move(x));
+        }
+        auto facts = r.getTransferLinks();
+        p.transfers.resize(facts.size());
+        topology topo{config};
+        for (auto l : table.getLinks()) {
+          auto src = flat(l.getSrc());
+          auto dst = flat(l.getDst());
+          if (!src || !dst)
+            return src ? dst.error() : src.error();
+          auto link = topo.find(*src, *dst);
+          if (link < 0)
+            return bad("no link " + transport::to_string(config.ref(*src)) +
+                       "->" + transport::to_string(config.ref(*dst)) + " in " +
+                       config.name);
+          for (auto t : l.getTransfers()) {
+            if (t.getId() >= p.transfers.size())
+              return bad("transfer id " + std::to_string(t.getId()) +
+                         " out of range");
+            auto& x = p.transfers[t.getId()];
+            x.id = t.getId();
+            x.link = static_cast<uint32_t>(link);
+            x.src = *src;
+            x.dst = *dst;
+            x.start_slot = t.getStartSlot();
+            x.duration_slots = t.getDurationSlots();
+            x.bytes = t.getBytes();
+            x.src_offset = t.getSrcOffset();
+            for (auto d : t.getDstOffsets())
+              x.dst_offsets.push_back(d);
+          }
+        }
+        for (auto f : facts) {
+          if (f.getId() >= p.transfers.size())
+            return bad("transfer id out of range");
+          auto& x = p.transfers[f.getId()];
+          x.after_op = f.getAfterOp();
+          x.after_transfer = f.getAfterTransfer();
+          x.consumer_op = f.getConsumerOp();
+          x.payload_bytes = f.getPayloadBytes();
+        }
+        p.usage.assign(config.chip_count(), {});
+        for (auto u : r.getUsage()) {
+          auto c = flat(u.getChip());
+          if (!c)
+            return c.error();
+          p.usage[*c] = {u.getWeightBytes(), u.getKvBytes(),
+                         u.getRecvArenaBytes(), u.getSendArenaBytes()};
+        }
+        std::set<uint32_t> used;
+        for (const auto& s : p.shards)
+          used.insert(s.chip);
+        for (const auto& o : p.ops)
+          used.insert(o.chip);
+        p.chips_used.assign(used.begin(), used.end());
+        auto q = r.getPredicted();
+        p.predicted = {
+            q.getTokenLatencyUs(),      q.getTokensPerSPerUser(),
+            q.getAggregateTokensPerS(), q.getTtftMs(),
+            q.getTtftPromptTokens(),    q.getLowerBoundTokenLatencyUs(),
+            q.getLinkUtilisation(),     q.getSramUtilisation()};
+        return p;
+      });
+}
+
+caf::expected<std::string> check_encoded_plan(const std::string& bytes) {
+  return with_plan_reader(
+      bytes, [](schema::Plan::Reader root) -> caf::expected<std::string> {
+        size_t n = 0;
+        for (auto l : root.getSlotTable().getLinks())
+          n += l.getTransfers().size();
+        if (n != root.getTransferLinks().size())
+          return caf::make_error(
+              errc::invalid_plan,
+              "serialised plan: slot table lists " + std::to_string(n) +
+                  " transfers, plan " +
+                  std::to_string(root.getTransferLinks().size()));
+        return std::string{root.getPlanHash().cStr()};
+      });
 }
 
 } // namespace lockstep::planner

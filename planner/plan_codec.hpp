@@ -20,6 +20,18 @@ std::string plan_hash(const cluster_config& config, const plan& p);
 /// The plan as a flat Cap'n Proto message (bytes).
 std::string encode_plan(const cluster_config& config, const plan& p);
 
+/// The inverse of encode_plan, for the same cluster config. Errors:
+/// invalid_plan (corrupt, other format version, chips not in `config`).
+caf::expected<plan> decode_plan(const cluster_config& config,
+                                const std::string& bytes);
+
+/// The hash a plan for these inputs will have (plan_hash of its result),
+/// computable before planning: the plan-cache key.
+std::string input_hash(const cluster_config& config,
+                       const model::model_spec& spec, uint32_t batch,
+                       uint32_t context, std::vector<uint32_t> failed,
+                       bool incremental = false);
+
 /// Checks a serialised plan: format version, traversal limits, and that its
 /// slot table lists as many transfers as the plan. Returns the plan hash it
 /// carries. Errors: invalid_plan.

@@ -152,8 +152,8 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   for (uint32_t c = 0; c < config.chip_count(); ++c)
     if (!off.contains(c))
       available.push_back(c);
-  auto candidates = detail::place_candidates(spec, config, options.batch,
-                                             context, available);
+  auto candidates =
+      detail::place_candidates(spec, config, options.batch, context, available);
   if (!candidates)
     return candidates.error();
   plan p;
@@ -179,17 +179,17 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
     for (uint32_t c = 0; c < config.chip_count() && fits; ++c)
       if (r->p.usage[c].total() > config.chip.sram_bytes) {
         fits = false;
-        overflow = "at tensor parallelism " + std::to_string(pl.tp_degree)
-                   + ", chip " + transport::to_string(config.ref(c))
-                   + " would need " + std::to_string(r->p.usage[c].total())
-                   + " bytes";
+        overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
+                   ", chip " + transport::to_string(config.ref(c)) +
+                   " would need " + std::to_string(r->p.usage[c].total()) +
+                   " bytes";
       }
     if (fits)
       return r;
   }
-  return caf::make_error(errc::infeasible, "model " + spec.name
-                                             + " does not fit cluster "
-                                             + config.name + ": " + overflow);
+  return caf::make_error(errc::infeasible, "model " + spec.name +
+                                               " does not fit cluster " +
+                                               config.name + ": " + overflow);
 }
 
 caf::expected<replan_result> replan(const cluster_config& config,
@@ -262,6 +262,7 @@ caf::expected<replan_result> replan(const cluster_config& config,
   p.context = base.context;
   p.slot_ns = base.slot_ns;
   p.failed_chips.assign(failed.begin(), failed.end());
+  p.incremental = true;
   // The replacement is no longer a spare; spares still free, and failed
   // chips, relay nothing.
   for (auto s : base.spares)

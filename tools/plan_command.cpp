@@ -2,6 +2,7 @@
 
 #include "tools/cli.hpp"
 
+#include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/planner.hpp"
 #include "planner/trace.hpp"
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 namespace lockstep::tools {
 
@@ -24,6 +26,7 @@ struct plan_cli_options {
   std::string dtype;
   std::vector<std::string> fail_chips;
   std::string trace;
+  std::string db;
   std::string format = "text";
 };
 
@@ -66,10 +69,43 @@ int run_plan(const plan_cli_options& o) {
       return fail_with(flat.error());
     failed.push_back(*flat);
   }
-  auto base = planner::make_plan(*config, *spec, {o.batch, o.context, {}});
-  if (!base)
-    return fail_with(base.error());
-  planner::plan_result result = std::move(*base);
+  // The base plan (no failures) comes from the store's plan cache when it
+  // has one for exactly these inputs; a cached plan is verified again.
+  std::unique_ptr<storage::store> db;
+  std::optional<planner::plan_cache> cache;
+  std::string cache_state = "off";
+  if (!o.db.empty()) {
+    auto opened = storage::store::open(o.db, {.create_if_missing = true});
+    if (!opened)
+      return fail_with(opened.error());
+    db = std::move(*opened);
+    cache.emplace(*db);
+  }
+  uint32_t context = o.context == 0 ? spec->max_context : o.context;
+  planner::plan_result result;
+  std::optional<planner::plan> cached;
+  if (cache) {
+    auto hit = cache->get(
+        *config, planner::input_hash(*config, *spec, o.batch, context, {}));
+    if (!hit)
+      return fail_with(hit.error());
+    cached = std::move(*hit);
+  }
+  if (cached) {
+    cache_state = "hit";
+    result.verdict = planner::verify_plan(*cached, *config);
+    result.p = std::move(*cached);
+  } else {
+    auto base = planner::make_plan(*config, *spec, {o.batch, o.context, {}});
+    if (!base)
+      return fail_with(base.error());
+    result = std::move(*base);
+    if (cache) {
+      cache_state = "miss";
+      if (auto err = cache->put(*config, result.p))
+        return fail_with(err);
+    }
+  }
   // Re-plan incrementally around each failed chip, in the order given.
   std::vector<planner::replan_result> moves;
   for (auto f : failed) {
@@ -132,6 +168,7 @@ int run_plan(const plan_cli_options& o) {
                      {"max_route_hops", max_hops},
                      {"compile_s", compile_s},
                      {"plan_hash", hash},
+                     {"cache", cache_state},
                      {"predicted", predicted_json(p.predicted)},
                      {"replanned", moves_json}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -170,8 +207,8 @@ int run_plan(const plan_cli_options& o) {
                 result.verdict.ok() ? "plan verified" : "REJECTED");
     for (const auto& v : result.verdict.violations)
       std::printf("  %s\n", v.c_str());
-    std::printf("plan_hash  %s (compiled in %.2f s)\n", hash.c_str(),
-                compile_s);
+    std::printf("plan_hash  %s (%.2f s; plan cache: %s)\n", hash.c_str(),
+                compile_s, cache_state.c_str());
   }
   return result.verdict.ok() ? exit_ok : exit_problem;
 }
@@ -190,6 +227,8 @@ void add_plan_command(CLI::App& app, command_context& ctx) {
   cmd->add_option("--dtype", o->dtype, "override the weight dtype");
   cmd->add_option("--fail-chip", o->fail_chips,
                   "re-plan around this failed chip (e.g. h3.c5); repeatable");
+  cmd->add_option("--db", o->db,
+                  "plan cache: the host's RocksDB store (created if missing)");
   cmd->add_option("--trace", o->trace,
                   "write one decode step as Chrome trace-event JSON");
   add_output_option(*cmd, o->format);

@@ -1,9 +1,11 @@
+#include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/trace.hpp"
 #include "tests/planner/planner_fixture.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <map>
 
 namespace lockstep::planner {
@@ -77,6 +79,43 @@ TEST(planner, encoded_plan_carries_the_slot_table) {
   EXPECT_FALSE(check_encoded_plan(bytes.substr(0, bytes.size() / 2)));
   EXPECT_FALSE(check_encoded_plan(std::string(64, '\xff')));
   EXPECT_FALSE(check_encoded_plan("abc"));
+}
+
+TEST(planner, decode_is_the_inverse_of_encode) {
+  auto c = load("groq-64");
+  auto r = make(c, "llama-3-8b", {1, 1024, {}});
+  auto bytes = encode_plan(c, r.p);
+  auto back = decode_plan(c, bytes);
+  ASSERT_TRUE(back) << render(back.error());
+  EXPECT_EQ(encode_plan(c, *back), bytes);
+  EXPECT_TRUE(verify_plan(*back, c).ok());
+  // Decoding against another cluster fails cleanly (its chips or links).
+  auto other = load("local-8");
+  EXPECT_FALSE(decode_plan(other, bytes));
+}
+
+TEST(planner, plan_cache_round_trips_through_rocksdb) {
+  char dir[] = "/tmp/lockstep-plan-cache-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::filesystem::path path = std::string{dir} + "/db";
+  {
+    auto db = storage::store::open(path, {.create_if_missing = true});
+    ASSERT_TRUE(db) << render(db.error());
+    plan_cache cache{**db};
+    auto c = load("local-8");
+    auto r = make(c, "tiny-8");
+    auto hash = plan_hash(c, r.p);
+    EXPECT_FALSE(*cache.get(c, hash)); // empty
+    ASSERT_FALSE(cache.put(c, r.p));
+    auto hit = cache.get(c, hash);
+    ASSERT_TRUE(hit && *hit);
+    EXPECT_EQ(encode_plan(c, **hit), encode_plan(c, r.p));
+    EXPECT_EQ(hash, input_hash(c, r.p.spec, 1, r.p.spec.max_context, {}));
+    // A corrupt entry is an error, not a plan.
+    ASSERT_FALSE((*db)->put(storage::column::plans, "plan/" + hash, "junk!!!"));
+    EXPECT_FALSE(cache.get(c, hash));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(planner, replan_moves_only_the_failed_chips_work_onto_a_spare) {
