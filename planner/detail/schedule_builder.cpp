@@ -210,10 +210,14 @@ void builder::place_shards() {
           p_.usage[c].kv_bytes +=
               uint64_t{kv1 - kv0} * hd * 2 * 4 * in_.context * in_.batch;
         }
-        add_shard(c, {l, tensor_kind::mlp_norm}, {0, 1, 0, s_.d_model});
-        add_shard(c, {l, tensor_kind::w_gate}, {f0 * B, f1 * B, 0, s_.d_model});
-        add_shard(c, {l, tensor_kind::w_up}, {f0 * B, f1 * B, 0, s_.d_model});
-        add_shard(c, {l, tensor_kind::w_down}, {0, s_.d_model, f0 * B, f1 * B});
+        if (f1 > f0) {
+          add_shard(c, {l, tensor_kind::mlp_norm}, {0, 1, 0, s_.d_model});
+          add_shard(c, {l, tensor_kind::w_gate},
+                    {f0 * B, f1 * B, 0, s_.d_model});
+          add_shard(c, {l, tensor_kind::w_up}, {f0 * B, f1 * B, 0, s_.d_model});
+          add_shard(c, {l, tensor_kind::w_down},
+                    {0, s_.d_model, f0 * B, f1 * B});
+        }
       }
   add_shard(pl.groups.back()[0], {model::global_layer, tensor_kind::final_norm},
             {0, 1, 0, s_.d_model});
@@ -244,8 +248,10 @@ caf::expected<avail> builder::layer_step(uint32_t l,
     uint32_t reduction = attn ? s_.q_dim() : s_.d_ff;
     // Chips with a part of this half (attention: those with heads).
     auto has_part = [&](uint32_t i) {
-      if (!attn)
-        return true;
+      if (!attn) {
+        auto [f0, f1] = block_range(s_.d_ff, k, i);
+        return f1 > f0;
+      }
       auto [h0, h1] = head_range(s_, k, i);
       return h1 > h0;
     };

@@ -15,8 +15,8 @@ using test::make;
 class verifier : public ::testing::Test {
 protected:
   static void SetUpTestSuite() {
-    config_ = new cluster_config(load("local-8"));
-    good_ = new plan(make(*config_, "tiny-8").p);
+    config_ = new cluster_config(load("local-64"));
+    good_ = new plan(make(*config_, "tiny-64").p);
   }
   static void TearDownTestSuite() {
     delete good_;
