@@ -164,8 +164,11 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     double rounds = k == 1 ? 0
                            : std::ceil((k - 1) / fan_in) +
                                  (k > config.chips_per_node ? 1 : 0);
-    double est =
-        spec.n_layers * (layer_s + 4 * rounds * hop_s) + groups * hop_s;
+    // Groups inside a node all-reduce by one exchange per reduction.
+    double comm = k == 1                       ? 0
+                  : k <= config.chips_per_node ? 2 * hop_s
+                                               : 4 * rounds * hop_s;
+    double est = spec.n_layers * (layer_s + comm) + groups * hop_s;
     choices.push_back({k, static_cast<uint32_t>(m),
                        static_cast<uint32_t>(groups), static_cast<uint32_t>(e),
                        static_cast<uint32_t>(h), est});
@@ -183,15 +186,18 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     placement p;
     p.tp_degree = c.k;
     p.layers_per_group = c.m;
+    // Groups first, from chip 0, so groups of <= chips_per_node chips sit
+    // inside one node (the exchange all-reduce needs direct links); the
+    // embedding and LM-head slices take the chips after them.
     size_t next = 0;
-    for (uint32_t i = 0; i < c.e; ++i)
-      p.embed_chips.push_back(available[next++]);
     for (uint32_t g = 0; g < c.groups; ++g) {
       std::vector<uint32_t> chips;
       for (uint32_t i = 0; i < c.k; ++i)
         chips.push_back(available[next++]);
       p.groups.push_back(std::move(chips));
     }
+    for (uint32_t i = 0; i < c.e; ++i)
+      p.embed_chips.push_back(available[next++]);
     for (uint32_t i = 0; i < c.h; ++i)
       p.head_chips.push_back(available[next++]);
     out.push_back(std::move(p));

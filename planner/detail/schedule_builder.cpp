@@ -158,8 +158,13 @@ private:
   }
 
   void place_shards();
-  caf::expected<avail> layer_step(uint32_t l, const std::vector<uint32_t>& g,
-                                  avail x, uint32_t rows, uint32_t mb);
+  // One layer on group g. x is on every chip of the group (exchange
+  // all-reduce, groups within a node) or on its root only (gather and
+  // broadcast, wider groups).
+  caf::expected<std::vector<avail>> layer_step(uint32_t l,
+                                               const std::vector<uint32_t>& g,
+                                               std::vector<avail> xs,
+                                               uint32_t rows, uint32_t mb);
 
   const schedule_inputs& in_;
   plan& p_;
@@ -230,9 +235,9 @@ void builder::place_shards() {
   }
 }
 
-caf::expected<avail> builder::layer_step(uint32_t l,
-                                         const std::vector<uint32_t>& g,
-                                         avail x, uint32_t rows, uint32_t mb) {
+caf::expected<std::vector<avail>>
+builder::layer_step(uint32_t l, const std::vector<uint32_t>& g,
+                    std::vector<avail> xs, uint32_t rows, uint32_t mb) {
   auto k = static_cast<uint32_t>(g.size());
   uint32_t root = g[0];
   uint32_t hd = s_.head_dim;
@@ -241,8 +246,9 @@ caf::expected<avail> builder::layer_step(uint32_t l,
   uint64_t act = uint64_t{s_.d_model} * rows * 4;
   double ctx = in_.context;
   uint32_t seqs = rows / in_.tokens;
+  // xs holds x on every chip of the group (exchange) or on the root only.
+  bool exchange = xs.size() == k && k > 1;
 
-  // Both halves of a layer: spread x, compute parts, combine at the root.
   for (int half = 0; half < 2; ++half) {
     bool attn = half == 0;
     uint32_t reduction = attn ? s_.q_dim() : s_.d_ff;
@@ -257,15 +263,16 @@ caf::expected<avail> builder::layer_step(uint32_t l,
     };
     std::vector<uint32_t> part_ops(k, no_id);
     uint32_t x_op_at_root = no_id;
-    if (k > 1)
-      x_op_at_root = materialise(x, l, mb); // x must be sendable from root
+    if (k > 1 && !exchange)
+      x_op_at_root = materialise(xs[0], l, mb); // root broadcasts x
     for (uint32_t i = 0; i < k; ++i) {
       if (!has_part(i))
         continue;
-      avail xi = x;
-      if (k > 1) {
-        avail at_root{root, x_op_at_root, no_id};
-        auto moved = move_to(at_root, g[i], act, l, mb);
+      avail xi = xs[0];
+      if (exchange) {
+        xi = xs[i];
+      } else if (k > 1) {
+        auto moved = move_to({root, x_op_at_root, no_id}, g[i], act, l, mb);
         if (!moved)
           return moved.error();
         xi = *moved;
@@ -290,13 +297,14 @@ caf::expected<avail> builder::layer_step(uint32_t l,
                            mb, cost, ops, trs);
     }
     if (k == 1) {
-      x = {root, part_ops[0], no_id};
+      xs = {avail{root, part_ops[0], no_id}};
       continue;
     }
-    // Partials to the root, then the canonical-tree combine.
+    // Which blocks each part holds, and the tree nodes it sends.
     uint32_t nb = model::blocks_of(reduction);
-    op combine_meta;
-    std::vector<uint32_t> trs;
+    std::vector<reduction_part> parts;
+    std::vector<model::tree_node> nodes;
+    std::vector<size_t> pieces_of(k, 0);
     for (uint32_t i = 0; i < k; ++i) {
       if (!has_part(i))
         continue;
@@ -309,25 +317,57 @@ caf::expected<avail> builder::layer_step(uint32_t l,
         std::tie(b0, b1) = block_range(s_.d_ff, k, i);
       }
       auto pieces = model::canonical_pieces(nb, b0, b1);
-      combine_meta.parts.push_back({g[i], b0, b1});
-      combine_meta.nodes.insert(combine_meta.nodes.end(), pieces.begin(),
-                                pieces.end());
-      if (i == 0)
-        continue;
-      auto tr = send(part_ops[i], root, act * pieces.size(), l, mb);
-      if (!tr)
-        return tr.error();
-      trs.push_back(*tr);
+      parts.push_back({g[i], b0, b1});
+      nodes.insert(nodes.end(), pieces.begin(), pieces.end());
+      pieces_of[i] = pieces.size();
     }
-    double in_bytes = double(act) * combine_meta.nodes.size();
-    uint32_t c = add_op(op_kind::combine, root, l, mb,
-                        {in_bytes + act, in_bytes / 4}, {part_ops[0]}, trs);
-    p_.ops[c].n_blocks = nb;
-    p_.ops[c].parts = std::move(combine_meta.parts);
-    p_.ops[c].nodes = std::move(combine_meta.nodes);
-    x = {root, c, no_id};
+    double in_bytes = double(act) * nodes.size();
+    // Combine on `chip j`: its own part (if any) and every other part's
+    // partials, in canonical order, plus the residual x held there.
+    auto combine_on =
+        [&](uint32_t j,
+            std::vector<uint32_t> after_ops) -> caf::expected<uint32_t> {
+      std::vector<uint32_t> trs;
+      for (uint32_t i = 0; i < k; ++i) {
+        if (i == j || part_ops[i] == no_id)
+          continue;
+        auto tr = send(part_ops[i], g[j], act * pieces_of[i], l, mb);
+        if (!tr)
+          return tr.error();
+        trs.push_back(*tr);
+      }
+      if (part_ops[j] != no_id)
+        after_ops.push_back(part_ops[j]);
+      uint32_t c = add_op(op_kind::combine, g[j], l, mb,
+                          {in_bytes + act, in_bytes / 4}, after_ops, trs);
+      p_.ops[c].n_blocks = nb;
+      p_.ops[c].parts = parts;
+      p_.ops[c].nodes = nodes;
+      return c;
+    };
+    if (exchange) {
+      // All-reduce as an exchange: every chip gets every partial over its
+      // direct node links and combines itself; x stays on every chip, so
+      // the next half needs no broadcast.
+      std::vector<avail> next(k);
+      for (uint32_t j = 0; j < k; ++j) {
+        std::vector<uint32_t> after;
+        if (xs[j].op != no_id)
+          after.push_back(xs[j].op); // the residual
+        auto c = combine_on(j, after);
+        if (!c)
+          return c.error();
+        next[j] = {g[j], *c, no_id};
+      }
+      xs = std::move(next);
+    } else {
+      auto c = combine_on(0, {});
+      if (!c)
+        return c.error();
+      xs = {avail{root, *c, no_id}};
+    }
   }
-  return x;
+  return xs;
 }
 
 caf::error builder::run() {
@@ -364,22 +404,37 @@ caf::error builder::run() {
             add_op(op_kind::gather, root0, model::global_layer, mb,
                    {2.0 * act, 0}, ops, trs),
             no_id};
+    std::vector<avail> xs{x};
     for (size_t g = 0; g < pl.groups.size(); ++g) {
-      auto moved = move_to(x, pl.groups[g][0], act, model::global_layer, mb);
-      if (!moved)
-        return moved.error();
-      x = *moved;
+      const auto& grp = pl.groups[g];
+      auto k = static_cast<uint32_t>(grp.size());
+      // Groups inside a node all-reduce by exchange: x goes to every chip
+      // (same-index chips of the previous group send in parallel).
+      bool exchange = k > 1 && k <= cfg_.chips_per_node;
+      std::vector<avail> in;
+      for (uint32_t j = 0; j < (exchange ? k : 1); ++j) {
+        const avail& from = xs.size() == k ? xs[j] : xs[0];
+        auto moved = move_to(from, grp[j], act, model::global_layer, mb);
+        if (!moved)
+          return moved.error();
+        avail a = *moved;
+        if (exchange && a.tr != no_id) // held in the send arena from now on
+          a = {grp[j], materialise(a, model::global_layer, mb), no_id};
+        in.push_back(a);
+      }
+      xs = std::move(in);
       for (uint32_t l = static_cast<uint32_t>(g * pl.layers_per_group);
            l < std::min<uint32_t>(
                    s_.n_layers,
                    static_cast<uint32_t>((g + 1) * pl.layers_per_group));
            ++l) {
-        auto next = layer_step(l, pl.groups[g], x, rows, mb);
+        auto next = layer_step(l, grp, xs, rows, mb);
         if (!next)
           return next.error();
-        x = *next;
+        xs = std::move(*next);
       }
     }
+    x = xs[0];
     // Final norm on the last root; LM-head row slices; logits gathered on
     // the first head chip for the coordinator to sample.
     std::vector<uint32_t> fops, ftrs;

@@ -1,9 +1,13 @@
+#include "planner/plan.capnp.h"
 #include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/trace.hpp"
 #include "tests/planner/planner_fixture.hpp"
 
+#include <capnp/serialize.h>
 #include <nlohmann/json.hpp>
+
+#include <cstring>
 
 #include <filesystem>
 #include <map>
@@ -39,6 +43,15 @@ TEST(planner, tiny_n_needs_about_n_chips_of_local_n) {
     EXPECT_TRUE(r.verdict.ok()) << name;
     EXPECT_GE(r.p.chips_used.size(), n * 7 / 10) << name;
     EXPECT_LE(r.p.chips_used.size(), n) << name;
+    // The transport accepts the plan's slot table as it is.
+    auto bytes = encode_plan(c, r.p);
+    std::vector<::capnp::word> words(bytes.size() / 8);
+    std::memcpy(words.data(), bytes.data(), bytes.size());
+    ::capnp::FlatArrayMessageReader reader{
+        kj::arrayPtr(words.data(), words.size())};
+    auto program = transport::slot_program::compile(
+        reader.getRoot<schema::Plan>().getSlotTable());
+    EXPECT_TRUE(program) << name << ": " << render(program.error());
   }
 }
 
