@@ -100,4 +100,5 @@ struct Plan {
   usage @21 :List(ChipUsage);              # chips with anything on them
   predicted @22 :Predictions;
   incremental @23 :Bool;                   # failures handled by re-plan
+  alignedSplits @24 :Bool;                 # MLP parts on canonical tree nodes
 }

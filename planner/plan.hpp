@@ -110,6 +110,7 @@ struct plan {
   uint32_t micro_batches = 1;
   uint32_t tp_degree = 1; // chips per layer group
   uint32_t layers_per_group = 1;
+  bool aligned_splits = false;  // MLP parts on canonical tree nodes
   uint64_t slot_ns = 0;
   uint32_t slots_per_step = 0;
   std::vector<uint32_t> failed_chips;

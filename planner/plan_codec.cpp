@@ -62,6 +62,7 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
   root.setTpDegree(p.tp_degree);
   root.setLayersPerGroup(p.layers_per_group);
   root.setIncremental(p.incremental);
+  root.setAlignedSplits(p.aligned_splits);
   auto failed = root.initFailedChips(p.failed_chips.size());
   for (size_t i = 0; i < p.failed_chips.size(); ++i)
     set_chip(failed[i], config.ref(p.failed_chips[i]));
@@ -265,6 +266,7 @@ caf::expected<plan> decode_plan(const cluster_config& config,
         p.tp_degree = r.getTpDegree();
         p.layers_per_group = r.getLayersPerGroup();
         p.incremental = r.getIncremental();
+    p.aligned_splits = r.getAlignedSplits();
         auto table = r.getSlotTable();
         p.slot_ns = table.getSlotNs();
         p.slots_per_step = table.getSlotsPerStep();

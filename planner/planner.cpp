@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <set>
 
 namespace lockstep::planner {
@@ -16,6 +17,7 @@ detail::placement placement_of(const plan& p) {
   detail::placement pl;
   pl.tp_degree = p.tp_degree;
   pl.layers_per_group = p.layers_per_group;
+  pl.aligned_splits = p.aligned_splits;
   for (size_t i = 0; i < p.group_chips.size(); i += p.tp_degree)
     pl.groups.emplace_back(p.group_chips.begin() + i,
                            p.group_chips.begin() + i + p.tp_degree);
@@ -27,6 +29,7 @@ detail::placement placement_of(const plan& p) {
 void record_placement(const detail::placement& pl, plan& p) {
   p.tp_degree = pl.tp_degree;
   p.layers_per_group = pl.layers_per_group;
+  p.aligned_splits = pl.aligned_splits;
   p.group_chips.clear();
   for (const auto& g : pl.groups)
     p.group_chips.insert(p.group_chips.end(), g.begin(), g.end());
@@ -199,83 +202,99 @@ caf::expected<replan_result> replan(const cluster_config& config,
                                                    std::to_string(failed_chip) +
                                                    " is not in " + config.name);
   topology topo{config};
-  replan_result out;
-  out.failed = failed_chip;
-  out.replacement = failed_chip;
-  auto pl = placement_of(base);
   std::set<uint32_t> failed(base.failed_chips.begin(), base.failed_chips.end());
   failed.insert(failed_chip);
   bool affected = std::binary_search(base.chips_used.begin(),
                                      base.chips_used.end(), failed_chip);
-  if (affected) {
-    // Nearest free spare by hops (BFS over the chip graph, lowest id on ties).
-    std::set<uint32_t> taken(base.chips_used.begin(), base.chips_used.end());
-    std::set<uint32_t> spares;
-    for (auto s : base.spares)
-      if (!failed.contains(s) && !taken.contains(s))
-        spares.insert(s);
-    std::vector<int32_t> dist(config.chip_count(), -1);
-    std::deque<uint32_t> queue{failed_chip};
-    dist[failed_chip] = 0;
-    uint32_t best = failed_chip;
-    int32_t best_dist = -1;
-    while (!queue.empty()) {
-      auto v = queue.front();
-      queue.pop_front();
-      if (best_dist >= 0 && dist[v] > best_dist)
-        break;
-      if (spares.contains(v) && (best_dist < 0 || v < best)) {
-        best = v;
-        best_dist = dist[v];
-      }
-      for (auto d : topo.out_links(v)) {
-        uint32_t u = topo.link_dst(d);
-        if (dist[u] < 0) {
-          dist[u] = dist[v] + 1;
-          queue.push_back(u);
+  // Rebuilds the schedule with `replacement` doing the failed chip's work
+  // (every other placement decision kept).
+  auto attempt = [&](uint32_t replacement) -> caf::expected<replan_result> {
+    replan_result out;
+    out.failed = failed_chip;
+    out.replacement = replacement;
+    auto pl = placement_of(base);
+    if (affected) {
+      auto swap = [&](std::vector<uint32_t>& v) {
+        std::replace(v.begin(), v.end(), failed_chip, replacement);
+      };
+      for (auto& g : pl.groups)
+        swap(g);
+      swap(pl.embed_chips);
+      swap(pl.head_chips);
+      for (const auto& s : base.shards)
+        if (s.chip == failed_chip) {
+          ++out.moved_shards;
+          out.moved_bytes += s.bytes;
         }
+    }
+    plan p;
+    p.model = base.model;
+    p.cluster = base.cluster;
+    p.spec = base.spec;
+    p.batch = base.batch;
+    p.context = base.context;
+    p.slot_ns = base.slot_ns;
+    p.failed_chips.assign(failed.begin(), failed.end());
+    p.incremental = true;
+    // The replacement is no longer a spare; spares still free, and failed
+    // chips, relay nothing.
+    for (auto s : base.spares)
+      if (s != replacement)
+        p.spares.push_back(s);
+    std::set<uint32_t> blocked(failed.begin(), failed.end());
+    blocked.insert(p.spares.begin(), p.spares.end());
+    topo.block_relays(std::vector<uint32_t>(blocked.begin(), blocked.end()));
+    auto r = finish(config, topo, pl, std::move(p));
+    if (!r)
+      return r.error();
+    out.result = std::move(*r);
+    return out;
+  };
+  if (!affected)
+    return attempt(failed_chip);
+  // Free spares, nearest (fewest hops) first, lowest id on ties.
+  std::set<uint32_t> taken(base.chips_used.begin(), base.chips_used.end());
+  std::vector<int32_t> dist(config.chip_count(), -1);
+  std::deque<uint32_t> queue{failed_chip};
+  dist[failed_chip] = 0;
+  while (!queue.empty()) {
+    auto v = queue.front();
+    queue.pop_front();
+    for (auto d : topo.out_links(v)) {
+      uint32_t u = topo.link_dst(d);
+      if (dist[u] < 0) {
+        dist[u] = dist[v] + 1;
+        queue.push_back(u);
       }
     }
-    if (best_dist < 0)
-      return caf::make_error(errc::infeasible,
-                             "no free spare chip left to replace " +
-                                 transport::to_string(config.ref(failed_chip)));
-    out.replacement = best;
-    auto swap = [&](std::vector<uint32_t>& v) {
-      std::replace(v.begin(), v.end(), failed_chip, best);
-    };
-    for (auto& g : pl.groups)
-      swap(g);
-    swap(pl.embed_chips);
-    swap(pl.head_chips);
-    for (const auto& s : base.shards)
-      if (s.chip == failed_chip) {
-        ++out.moved_shards;
-        out.moved_bytes += s.bytes;
-      }
   }
-  plan p;
-  p.model = base.model;
-  p.cluster = base.cluster;
-  p.spec = base.spec;
-  p.batch = base.batch;
-  p.context = base.context;
-  p.slot_ns = base.slot_ns;
-  p.failed_chips.assign(failed.begin(), failed.end());
-  p.incremental = true;
-  // The replacement is no longer a spare; spares still free, and failed
-  // chips, relay nothing.
+  std::vector<uint32_t> spares;
   for (auto s : base.spares)
-    if (s != out.replacement)
-      p.spares.push_back(s);
-  std::set<uint32_t> blocked(failed.begin(), failed.end());
-  blocked.insert(p.spares.begin(), p.spares.end());
-  topo.block_relays(std::vector<uint32_t>(blocked.begin(), blocked.end()));
-  auto r = finish(config, topo, pl, std::move(p));
-  if (!r)
-    return r.error();
-  out.result = std::move(*r);
-  return out;
+    if (!failed.contains(s) && !taken.contains(s) && dist[s] >= 0)
+      spares.push_back(s);
+  std::stable_sort(spares.begin(), spares.end(),
+                   [&](uint32_t a, uint32_t b) { return dist[a] < dist[b]; });
+  if (spares.empty())
+    return caf::make_error(errc::infeasible,
+                           "no free spare chip left to replace " +
+                               transport::to_string(config.ref(failed_chip)));
+  // Traffic to and from the replacement may be relayed by chips near their
+  // SRAM limit; take the nearest spare whose schedule fits everywhere.
+  constexpr size_t max_tries = 16;
+  std::optional<replan_result> first;
+  for (size_t i = 0; i < spares.size() && i < max_tries; ++i) {
+    auto r = attempt(spares[i]);
+    if (!r)
+      return r.error();
+    bool fits = true;
+    for (const auto& u : r->result.p.usage)
+      fits = fits && u.total() <= config.chip.sram_bytes;
+    if (fits)
+      return r;
+    if (!first)
+      first = std::move(*r);
+  }
+  return std::move(*first); // the verifier's verdict says what does not fit
 }
 
 } // namespace lockstep::planner

@@ -21,13 +21,13 @@ std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
           static_cast<uint32_t>(uint64_t{spec.n_heads} * (i + 1) / kk)};
 }
 
-std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,
-                                          uint32_t i) {
+std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k, uint32_t i,
+                                          bool aligned) {
   uint32_t nb = model::blocks_of(dim);
   // Power-of-two k: each part is one node of the canonical tree (the last
   // ones truncated or empty), so it sends one partial per row instead of
   // several — fewer bytes on the critical path for a little imbalance.
-  if ((k & (k - 1)) == 0 && model::tree_span(nb) >= k) {
+  if (aligned && (k & (k - 1)) == 0 && model::tree_span(nb) >= k) {
     uint32_t node = model::tree_span(nb) / k;
     uint32_t b0 = std::min(nb, i * node);
     uint32_t b1 = std::min(nb, (i + 1) * node);
@@ -38,7 +38,8 @@ std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,
 }
 
 uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
-                             uint32_t tp_degree, uint32_t layers) {
+                             uint32_t tp_degree, uint32_t layers,
+                             bool aligned) {
   // Every transfer gets its own window for the whole step (the transport's
   // contract), two buffers each. Per layer, a group root receives k - 1
   // partials of each reduction; every other chip receives two broadcasts;
@@ -49,7 +50,7 @@ uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
   uint64_t pieces = 1;
   for (uint32_t dim : {spec.q_dim(), spec.d_ff})
     for (uint32_t i = 0; i < k; ++i) {
-      auto [b0, b1] = block_range(dim, tp_degree, i);
+      auto [b0, b1] = block_range(dim, tp_degree, i, aligned);
       if (b1 > b0)
         pieces = std::max<uint64_t>(
             pieces,
@@ -62,7 +63,7 @@ uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
 }
 
 uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
-                          uint32_t context, uint32_t k) {
+                          uint32_t context, uint32_t k, bool aligned) {
   // Exactly what the schedule builder places on the fullest chip.
   uint32_t group = spec.n_heads / spec.n_kv_heads;
   uint64_t elem = model::element_bytes(spec.weight_dtype);
@@ -71,7 +72,7 @@ uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
   uint64_t worst = 0;
   for (uint32_t i = 0; i < k; ++i) {
     auto [h0, h1] = head_range(spec, k, i);
-    auto [f0, f1] = block_range(spec.d_ff, k, i);
+    auto [f0, f1] = block_range(spec.d_ff, k, i, aligned);
     uint64_t heads = h1 - h0;
     uint64_t kv = heads == 0 ? 0 : (h1 - 1) / group - h0 / group + 1;
     uint64_t f = uint64_t{f1 - f0} * model::reduction_block_elems;
@@ -108,71 +109,80 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
 
   struct choice {
     uint32_t k = 0, m = 0, groups = 0, e = 0, h = 0;
+    bool aligned = false;
     double estimate_s = std::numeric_limits<double>::infinity();
   };
   std::vector<choice> choices;
   std::string why = "no tensor-parallel degree fits";
   // MLP rows split on block boundaries: at most one chip per d_ff block.
   uint32_t max_k = model::blocks_of(spec.d_ff);
-  for (uint32_t k = 1; k <= 64 && k <= n_avail && k <= max_k; k *= 2) {
-    uint64_t per_layer = layer_chip_bytes(spec, batch, context, k);
-    auto fits = [&](uint64_t m) {
-      return m * per_layer + arena_reserve_bytes(spec, batch, k,
-                                                 static_cast<uint32_t>(m)) <=
-             chip.sram_bytes;
-    };
-    uint64_t max_m = 0;
-    while (max_m < spec.n_layers && fits(max_m + 1))
-      ++max_m;
-    if (max_m == 0) {
-      why = "one layer split " + std::to_string(k) + " ways needs " +
-            std::to_string(per_layer + arena_reserve_bytes(spec, batch, k, 1)) +
-            " bytes on its fullest chip, SRAM is " +
-            std::to_string(chip.sram_bytes);
-      continue;
+  // Each power-of-two k, with MLP parts aligned to canonical tree nodes
+  // (one partial per row, some imbalance) or split evenly (several partials
+  // per row, balanced).
+  for (uint32_t kk = 2; kk <= 128 && kk / 2 <= n_avail && kk / 2 <= max_k;
+       kk *= 2)
+    for (bool aligned : {true, false}) {
+      uint32_t k = kk / 2;
+      uint64_t per_layer = layer_chip_bytes(spec, batch, context, k, aligned);
+      auto fits = [&](uint64_t m) {
+        return m * per_layer + arena_reserve_bytes(spec, batch, k,
+                                                   static_cast<uint32_t>(m),
+                                                   aligned) <=
+               chip.sram_bytes;
+      };
+      uint64_t max_m = 0;
+      while (max_m < spec.n_layers && fits(max_m + 1))
+        ++max_m;
+      if (max_m == 0) {
+        why = "one layer split " + std::to_string(k) + " ways needs " +
+              std::to_string(per_layer +
+                             arena_reserve_bytes(spec, batch, k, 1, aligned)) +
+              " bytes on its fullest chip, SRAM is " +
+              std::to_string(chip.sram_bytes);
+        continue;
+      }
+      uint64_t reserve = arena_reserve_bytes(spec, batch, k, 1, aligned);
+      uint64_t room = chip.sram_bytes - reserve;
+      uint64_t e = ceil_div(emb_bytes, room);
+      uint64_t h = ceil_div(head_bytes, room);
+      if (e + h >= n_avail)
+        continue;
+      uint64_t groups_max = (n_avail - e - h) / k;
+      if (groups_max == 0)
+        continue;
+      // Fewest layers per group that the chips allow: more groups, less SRAM
+      // pressure; latency is set by k.
+      uint64_t m = std::max(ceil_div(spec.n_layers, groups_max), uint64_t{1});
+      if (m > max_m) {
+        why = std::to_string(spec.n_layers) + " layers need " +
+              std::to_string(ceil_div(spec.n_layers, max_m) * k + e + h) +
+              " chips at tensor parallelism " + std::to_string(k) + ", " +
+              std::to_string(n_avail) + " available";
+        continue;
+      }
+      uint64_t groups = ceil_div(spec.n_layers, m);
+      // Latency estimate: per layer, compute split k ways plus (k > 1) two
+      // gathers and two broadcasts; one hop between groups.
+      double layer_s =
+          double(spec.layer_weight_bytes()) / k / chip.sram_bytes_per_s +
+          2e-9 * chip.op_overhead_ns;
+      double hop_s =
+          transfer_duration_ns(fast, uint64_t{spec.d_model} * batch * 4) * 1e-9;
+      // A root gathers k - 1 partials through at most chips_per_node - 1 direct
+      // links; a group wider than a node adds a hop. Same for the broadcast.
+      double fan_in = std::max(1u, std::min(k - 1, config.chips_per_node - 1));
+      double rounds = k == 1 ? 0
+                             : std::ceil((k - 1) / fan_in) +
+                                   (k > config.chips_per_node ? 1 : 0);
+      // Groups inside a node all-reduce by one exchange per reduction.
+      double comm = k == 1                       ? 0
+                    : k <= config.chips_per_node ? 2 * hop_s
+                                                 : 4 * rounds * hop_s;
+      double est = spec.n_layers * (layer_s + comm) + groups * hop_s;
+      choices.push_back(
+          {k, static_cast<uint32_t>(m), static_cast<uint32_t>(groups),
+           static_cast<uint32_t>(e), static_cast<uint32_t>(h), aligned, est});
     }
-    uint64_t reserve = arena_reserve_bytes(spec, batch, k, 1);
-    uint64_t room = chip.sram_bytes - reserve;
-    uint64_t e = ceil_div(emb_bytes, room);
-    uint64_t h = ceil_div(head_bytes, room);
-    if (e + h >= n_avail)
-      continue;
-    uint64_t groups_max = (n_avail - e - h) / k;
-    if (groups_max == 0)
-      continue;
-    // Fewest layers per group that the chips allow: more groups, less SRAM
-    // pressure; latency is set by k.
-    uint64_t m = std::max(ceil_div(spec.n_layers, groups_max), uint64_t{1});
-    if (m > max_m) {
-      why = std::to_string(spec.n_layers) + " layers need " +
-            std::to_string(ceil_div(spec.n_layers, max_m) * k + e + h) +
-            " chips at tensor parallelism " + std::to_string(k) + ", " +
-            std::to_string(n_avail) + " available";
-      continue;
-    }
-    uint64_t groups = ceil_div(spec.n_layers, m);
-    // Latency estimate: per layer, compute split k ways plus (k > 1) two
-    // gathers and two broadcasts; one hop between groups.
-    double layer_s =
-        double(spec.layer_weight_bytes()) / k / chip.sram_bytes_per_s +
-        2e-9 * chip.op_overhead_ns;
-    double hop_s =
-        transfer_duration_ns(fast, uint64_t{spec.d_model} * batch * 4) * 1e-9;
-    // A root gathers k - 1 partials through at most chips_per_node - 1 direct
-    // links; a group wider than a node adds a hop. Same for the broadcast.
-    double fan_in = std::max(1u, std::min(k - 1, config.chips_per_node - 1));
-    double rounds = k == 1 ? 0
-                           : std::ceil((k - 1) / fan_in) +
-                                 (k > config.chips_per_node ? 1 : 0);
-    // Groups inside a node all-reduce by one exchange per reduction.
-    double comm = k == 1                       ? 0
-                  : k <= config.chips_per_node ? 2 * hop_s
-                                               : 4 * rounds * hop_s;
-    double est = spec.n_layers * (layer_s + comm) + groups * hop_s;
-    choices.push_back({k, static_cast<uint32_t>(m),
-                       static_cast<uint32_t>(groups), static_cast<uint32_t>(e),
-                       static_cast<uint32_t>(h), est});
-  }
   if (choices.empty())
     return caf::make_error(errc::infeasible, "model " + spec.name +
                                                  " does not fit cluster " +
@@ -186,6 +196,7 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     placement p;
     p.tp_degree = c.k;
     p.layers_per_group = c.m;
+    p.aligned_splits = c.aligned;
     // Groups first, from chip 0, so groups of <= chips_per_node chips sit
     // inside one node (the exchange all-reduce needs direct links); the
     // embedding and LM-head slices take the chips after them.

@@ -20,6 +20,7 @@ namespace lockstep::planner::detail {
 struct placement {
   uint32_t tp_degree = 1;
   uint32_t layers_per_group = 1;
+  bool aligned_splits = false; // MLP parts are canonical tree nodes
   std::vector<std::vector<uint32_t>> groups; // flat chip ids, [0] is root
   std::vector<uint32_t> embed_chips;         // column slices of the embedding
   std::vector<uint32_t> head_chips;          // row slices of the LM head
@@ -28,11 +29,12 @@ struct placement {
 /// Bytes of SRAM a chip of a group of `tp_degree` holding `layers` layers
 /// keeps for receive/send arenas (both buffers), for `batch` sequences.
 uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
-                             uint32_t tp_degree, uint32_t layers);
+                             uint32_t tp_degree, uint32_t layers,
+                             bool aligned);
 
 /// Per-chip bytes of one layer's shards + KV cache at tensor parallelism k.
 uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
-                          uint32_t context, uint32_t k);
+                          uint32_t context, uint32_t k, bool aligned);
 
 /// Placements that fit by estimate, best estimated latency first: one per
 /// tensor-parallel degree, chips assigned from `available` (sorted). The
@@ -48,6 +50,7 @@ std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
                                          uint32_t k, uint32_t i);
 /// Reduction blocks [first, end) of a dimension of `dim` elements, part i of
 /// k (block boundaries; k may exceed the block count only if parts repeat).
-std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k, uint32_t i);
+std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,
+                                          uint32_t i, bool aligned);
 
 } // namespace lockstep::planner::detail

@@ -202,7 +202,7 @@ void builder::place_shards() {
       for (uint32_t i = 0; i < k; ++i) {
         uint32_t c = pl.groups[g][i];
         auto [h0, h1] = head_range(s_, k, i);
-        auto [f0, f1] = block_range(s_.d_ff, k, i);
+        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         if (h1 > h0) {
           uint32_t kv0 = h0 / group, kv1 = (h1 - 1) / group + 1;
           add_shard(c, {l, tensor_kind::attn_norm}, {0, 1, 0, s_.d_model});
@@ -255,7 +255,7 @@ builder::layer_step(uint32_t l, const std::vector<uint32_t>& g,
     // Chips with a part of this half (attention: those with heads).
     auto has_part = [&](uint32_t i) {
       if (!attn) {
-        auto [f0, f1] = block_range(s_.d_ff, k, i);
+        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         return f1 > f0;
       }
       auto [h0, h1] = head_range(s_, k, i);
@@ -285,7 +285,7 @@ builder::layer_step(uint32_t l, const std::vector<uint32_t>& g,
         cost.bytes = params * elem + kvh * hd * 2 * 4 * ctx * seqs + 2.0 * act;
         cost.flops = 2.0 * params * rows + 4.0 * rows * ctx * (h1 - h0) * hd;
       } else {
-        auto [f0, f1] = block_range(s_.d_ff, k, i);
+        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         double params =
             3.0 * double(s_.d_model) * (f1 - f0) * model::reduction_block_elems;
         cost.bytes = params * elem + 2.0 * act;
@@ -314,7 +314,7 @@ builder::layer_step(uint32_t l, const std::vector<uint32_t>& g,
         b0 = h0 * hd / model::reduction_block_elems;
         b1 = h1 * hd / model::reduction_block_elems;
       } else {
-        std::tie(b0, b1) = block_range(s_.d_ff, k, i);
+        std::tie(b0, b1) = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
       }
       auto pieces = model::canonical_pieces(nb, b0, b1);
       parts.push_back({g[i], b0, b1});
