@@ -4,7 +4,8 @@
 #   2. verify every tile's checksum,
 #   3. generate tokens with the single-process reference engine (greedy and
 #      seeded sampling) and print tokens/s,
-#   4. show that the output is reproducible bit for bit.
+#   4. show that the output is reproducible bit for bit,
+#   5. compile plans for a local cluster and for a Groq-scale one.
 set -euo pipefail
 build=${1:-build}
 bin="$build/bin/lockstep"
@@ -38,3 +39,7 @@ else
   echo "MISMATCH: $first vs $second" >&2
   exit 1
 fi
+
+echo "== lockstep plan: tiny-64 on the local 64-chip cluster, and Llama-2-70B on 576 LPUs"
+"$bin" plan cluster_configs/local-64.yaml --model "$model"
+"$bin" plan cluster_configs/groq-576.yaml --model llama-2-70b
