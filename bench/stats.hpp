@@ -35,4 +35,18 @@ double median_seconds(int reps, F&& fn) {
   return median(std::move(t));
 }
 
+/// Runs `fn` `reps` times and returns the fastest run's seconds: for probes
+/// of a machine's peak (STREAM reports the best run), so that ratios against
+/// it are conservative.
+template <class F>
+double best_seconds(int reps, F&& fn) {
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    double t0 = now_s();
+    fn();
+    best = std::min(best, now_s() - t0);
+  }
+  return best;
+}
+
 } // namespace lockstep::bench
