@@ -126,10 +126,8 @@ int run_plan(const plan_cli_options& o) {
       return fail(exit_bad_input, "--trace: cannot write " + o.trace);
     out << planner::chrome_trace(*config, p);
   }
-  auto spares_free = config->spares.size();
-  for (const auto& m : moves)
-    if (m.replacement != m.failed)
-      --spares_free;
+  // Spares still free: taken ones replaced a failed chip; failed ones left.
+  auto spares_free = p.spares.size();
   // Hops of the longest route: follow each final hop back to its first.
   uint32_t max_hops = 0;
   for (const auto& t : p.transfers) {
