@@ -69,4 +69,11 @@ float combine_nodes(uint32_t n_blocks, std::span<const tree_node> nodes,
   return eval(n_blocks, {0, tree_span(n_blocks)}, nodes, values);
 }
 
+float combine_into(uint32_t n_blocks, tree_node target,
+                   std::span<const tree_node> nodes,
+                   std::span<const float> values) {
+  assert(nodes.size() == values.size() && !nodes.empty());
+  return eval(n_blocks, target, nodes, values);
+}
+
 } // namespace lockstep::model

@@ -64,4 +64,14 @@ float tree_reduce_in_place(std::span<float> p);
 float combine_nodes(uint32_t n_blocks, std::span<const tree_node> nodes,
                     std::span<const float> values);
 
+/// The value of tree node `target` from node values that partition its
+/// blocks, in canonical tree order: a hierarchical reduction (combine each
+/// node's pieces first, the pieces later) gives the same bits as
+/// `combine_nodes` on all of them at once.
+/// REQUIRES: `nodes` partition target's blocks (within n_blocks) into tree
+/// nodes nested in `target`; values[i] is the value of nodes[i].
+float combine_into(uint32_t n_blocks, tree_node target,
+                   std::span<const tree_node> nodes,
+                   std::span<const float> values);
+
 } // namespace lockstep::model

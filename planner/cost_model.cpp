@@ -35,30 +35,39 @@ uint32_t to_slots(uint64_t ns, uint64_t slot_ns) {
   return static_cast<uint32_t>(std::max<uint64_t>(slots, 1));
 }
 
+double reduction_crossing_ns(const model::model_spec& spec,
+                             const link_profile& fastest) {
+  // Combined values (one f32 per element of x) reach a chip that needs all
+  // of x either in one hop carrying whole vectors, or over at least two
+  // hops in sequence (reduce-scatter, relays) — whatever the algorithm.
+  double act_bytes = double(spec.d_model) * 4;
+  double one_hop = fastest.latency_ns + act_bytes / fastest.bytes_per_s * 1e9;
+  return std::min(one_hop, 2.0 * fastest.latency_ns);
+}
+
 double lower_bound_token_latency_us(const model::model_spec& spec,
-                                    uint32_t batch, uint32_t context,
-                                    uint32_t chips, const chip_profile& chip,
+                                    uint32_t context, uint32_t chips,
+                                    const chip_profile& chip,
                                     const link_profile& fastest) {
-  // Compute: every weight byte and the KV cache are read once per step and
-  // every FLOP done, spread perfectly over all chips.
-  double kv_bytes = double(spec.kv_bytes_per_token_per_layer()) * context *
-                    batch * spec.n_layers;
+  // One sequence: the latency reported is the first micro-batch's, and a
+  // micro-batch may hold a single sequence.
+  // Compute: every weight byte and the sequence's KV cache are read once
+  // and every FLOP done, spread perfectly over all chips.
+  double kv_bytes =
+      double(spec.kv_bytes_per_token_per_layer()) * context * spec.n_layers;
   double bytes = double(spec.weight_bytes()) + kv_bytes;
-  double flops = 2.0 * double(spec.param_count()) * batch +
-                 4.0 * batch * double(context) * spec.q_dim() * spec.n_layers;
+  double flops = 2.0 * double(spec.param_count()) +
+                 4.0 * double(context) * spec.q_dim() * spec.n_layers;
   double compute_s =
       std::max(bytes / (chips * chip.sram_bytes_per_s),
                flops / (chips * peak_flops(chip, spec.weight_dtype)));
-  // Network: layers run in order. If one layer does not fit a chip's SRAM,
-  // each layer is split and both of its reductions (attention output, MLP
-  // down projection) must bring at least one d_model x batch f32 partial
-  // across a link; otherwise the activation must at least cross from chip to
-  // chip as often as the layer stack overflows one chip.
+  // Network: layers run in order. A layer that does not fit one chip's SRAM
+  // is split, and each layer then crosses chips at least twice (before and
+  // after its MLP half, or through its two reductions); layers that fit
+  // still cross as often as the stack overflows one chip.
   double layer_bytes =
       double(spec.layer_weight_bytes()) +
-      double(spec.kv_bytes_per_token_per_layer()) * context * batch;
-  double hop_s = fastest.latency_ns * 1e-9 +
-                 double(spec.d_model) * batch * 4 / fastest.bytes_per_s;
+      double(spec.kv_bytes_per_token_per_layer()) * context;
   double crossings = 0;
   if (layer_bytes > double(chip.sram_bytes)) {
     crossings = 2.0 * spec.n_layers;
@@ -66,7 +75,8 @@ double lower_bound_token_latency_us(const model::model_spec& spec,
     double per_chip = std::floor(double(chip.sram_bytes) / layer_bytes);
     crossings = std::ceil(spec.n_layers / per_chip) - 1;
   }
-  return (compute_s + crossings * hop_s) * 1e6;
+  return compute_s * 1e6 +
+         crossings * reduction_crossing_ns(spec, fastest) * 1e-3;
 }
 
 } // namespace lockstep::planner

@@ -30,13 +30,18 @@ double peak_flops(const chip_profile& chip, model::dtype type);
 /// Slots needed for `ns` (>= 1).
 uint32_t to_slots(uint64_t ns, uint64_t slot_ns);
 
-/// Lower bound on the latency of one decode step (µs) for `batch` sequences
-/// at `context` tokens, on `chips` chips of `chip` connected by links no
-/// faster than `fastest`. Depends only on these inputs, never on a schedule
-/// (docs/planner.md gives the formula).
+/// Lower bound on the latency of one token of one sequence (µs) at
+/// `context` tokens, on `chips` chips of `chip` whose links have at best
+/// `fastest`'s latency and bandwidth. Depends only on these inputs, never on
+/// a schedule (docs/planner.md gives the formula and why it is a bound).
 double lower_bound_token_latency_us(const model::model_spec& spec,
-                                    uint32_t batch, uint32_t context,
-                                    uint32_t chips, const chip_profile& chip,
+                                    uint32_t context, uint32_t chips,
+                                    const chip_profile& chip,
                                     const link_profile& fastest);
+
+/// Least time (ns) for x to cross chips once: min(one hop with the whole
+/// f32 vector, two link latencies).
+double reduction_crossing_ns(const model::model_spec& spec,
+                             const link_profile& fastest);
 
 } // namespace lockstep::planner

@@ -45,6 +45,8 @@ struct Op {
   nBlocks @9 :UInt32;                # combine: reduction blocks
   parts @10 :List(ReductionPart);    # combine: who computed which blocks
   nodes @11 :List(TreeNode);         # combine: canonical tree nodes, in order
+  outFirst @12 :UInt32;              # combine: output elements [outFirst,
+  outEnd @13 :UInt32;                #   outEnd) of the d_model vector
 }
 
 struct TransferLink {

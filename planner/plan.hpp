@@ -16,7 +16,7 @@
 
 namespace lockstep::planner {
 
-inline constexpr uint32_t planner_version = 1;
+inline constexpr uint32_t planner_version = 2;
 inline constexpr uint32_t no_id = 0xFFFFFFFFu;
 
 struct shard {
@@ -58,10 +58,18 @@ struct op {
   uint64_t duration_ns = 0; // from the cost model, before rounding to slots
   std::vector<uint32_t> after_ops;       // same-chip ops it depends on
   std::vector<uint32_t> after_transfers; // transfers into this chip it reads
-  // combine only: the parts, and the node values each part sent.
+  // combine only: the parts, and the node values each part sent. Parts that
+  // tile all blocks make a root combine (plus the residual add); parts that
+  // tile a sub-range [b0, b1) make a partial combine whose outputs are
+  // model::canonical_pieces(n_blocks, b0, b1), consumed by a root combine
+  // that lists them as one part on this chip.
   uint32_t n_blocks = 0;
   std::vector<reduction_part> parts;
   std::vector<model::tree_node> nodes; // in the order they are combined
+  // combine only: the elements [out_first, out_end) of the d_model output
+  // vector it produces (a reduce-scatter slice).
+  uint32_t out_first = 0;
+  uint32_t out_end = 0;
 };
 
 struct transfer {

@@ -108,6 +108,8 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
       nodes[k].setFirst(o.nodes[k].first);
       nodes[k].setCount(o.nodes[k].count);
     }
+    b.setOutFirst(o.out_first);
+    b.setOutEnd(o.out_end);
   }
   auto tl = root.initTransferLinks(p.transfers.size());
   for (size_t i = 0; i < p.transfers.size(); ++i) {
@@ -315,6 +317,8 @@ caf::expected<plan> decode_plan(const cluster_config& config,
           }
           for (auto n : o.getNodes())
             x.nodes.push_back({n.getFirst(), n.getCount()});
+          x.out_first = o.getOutFirst();
+          x.out_end = o.getOutEnd();
           p.ops.push_back(std::move(x));
         }
         auto facts = r.getTransferLinks();

@@ -97,17 +97,18 @@ void predict(const cluster_config& config, topology& topo,
   detail::schedule_inputs in{&p.spec, &topo, &pl, 1, prompt, prompt, 1};
   if (!detail::build_schedule(in, prefill))
     pr.ttft_ms = first_token_end(prefill) * slot_us / 1000.0;
-  const link_profile* fastest = &config.link_profiles.front();
-  for (const auto& l : config.link_profiles)
-    if (l.latency_ns < fastest->latency_ns ||
-        (l.latency_ns == fastest->latency_ns &&
-         l.bytes_per_s > fastest->bytes_per_s))
-      fastest = &l;
+  // The best any link offers: the lowest latency and the highest bandwidth
+  // (of possibly different links), so the bound stays a bound.
+  link_profile fastest = config.link_profiles.front();
+  for (const auto& l : config.link_profiles) {
+    fastest.latency_ns = std::min(fastest.latency_ns, l.latency_ns);
+    fastest.bytes_per_s = std::max(fastest.bytes_per_s, l.bytes_per_s);
+  }
   uint32_t usable =
       config.chip_count() -
       static_cast<uint32_t>(config.spares.size() + p.failed_chips.size());
   pr.lower_bound_token_latency_us = lower_bound_token_latency_us(
-      p.spec, p.batch, p.context, usable, config.chip, *fastest);
+      p.spec, p.context, usable, config.chip, fastest);
 }
 
 caf::expected<plan_result> finish(const cluster_config& config, topology& topo,
@@ -172,24 +173,46 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   topology topo{config};
   topo.block_relays(std::vector<uint32_t>(off.begin(), off.end()));
   // The estimates behind the candidates are approximate; the exact schedule
-  // decides. Keep the first candidate whose every chip fits its SRAM.
+  // decides. Of the best-estimated candidates, keep the one whose decode
+  // step is fastest among those whose every chip fits its SRAM; if none of
+  // them fits, the first one further down that fits.
+  constexpr size_t exact_trials = 6;
   std::string overflow;
-  for (const auto& pl : *candidates) {
-    auto r = finish(config, topo, pl, p);
-    if (!r)
-      return r.error();
+  std::optional<size_t> best;
+  uint32_t best_slots = 0;
+  for (size_t i = 0; i < candidates->size(); ++i) {
+    // Estimates within 1.5x of the best are worth an exact schedule.
+    if (best && (i >= exact_trials || (*candidates)[i].estimate_s >
+                                          1.5 * candidates->front().estimate_s))
+      break;
+    const auto& pl = (*candidates)[i];
+    plan trial = p;
+    trial.micro_batches = std::min<uint32_t>(
+        p.batch, static_cast<uint32_t>(pl.groups.size()));
+    record_placement(pl, trial);
+    detail::schedule_inputs in{&trial.spec, &topo,   &pl, trial.batch, 1,
+                               trial.context, trial.micro_batches};
+    if (auto err = detail::build_schedule(in, trial))
+      return err;
     bool fits = true;
     for (uint32_t c = 0; c < config.chip_count() && fits; ++c)
-      if (r->p.usage[c].total() > config.chip.sram_bytes) {
+      if (trial.usage[c].total() > config.chip.sram_bytes) {
         fits = false;
         overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
                    ", chip " + transport::to_string(config.ref(c)) +
-                   " would need " + std::to_string(r->p.usage[c].total()) +
+                   " would need " + std::to_string(trial.usage[c].total()) +
                    " bytes";
       }
-    if (fits)
-      return r;
+    if (!fits)
+      continue;
+    uint32_t slots = first_token_end(trial);
+    if (!best || slots < best_slots) {
+      best = i;
+      best_slots = slots;
+    }
   }
+  if (best)
+    return finish(config, topo, (*candidates)[*best], p);
   return caf::make_error(errc::infeasible, "model " + spec.name +
                                                " does not fit cluster " +
                                                config.name + ": " + overflow);

@@ -50,39 +50,50 @@ int64_t topology::find(uint32_t src, uint32_t dst) const {
   return -1;
 }
 
+const topology::bfs_tree& topology::tree_to(uint32_t dst) {
+  // BFS over reversed edges gives, for every chip, the next hop towards dst
+  // and its distance; cached per destination.
+  auto it = parents_.find(dst);
+  if (it != parents_.end())
+    return it->second;
+  bfs_tree t;
+  t.next.assign(chip_count(), -1);
+  t.hops.assign(chip_count(), no_route);
+  std::deque<uint32_t> queue{dst};
+  t.hops[dst] = 0;
+  while (!queue.empty()) {
+    auto v = queue.front();
+    queue.pop_front();
+    for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
+      uint32_t out = adj_links_[i]; // v -> u
+      uint32_t u = link_dst(out);
+      if (t.hops[u] != no_route)
+        continue;
+      t.hops[u] = t.hops[v] + 1;
+      t.next[u] = static_cast<int32_t>(out ^ 1u); // u -> v
+      // A blocked chip may still be a route's source, never a relay.
+      if (!blocked_[u])
+        queue.push_back(u);
+    }
+  }
+  return parents_.emplace(dst, std::move(t)).first->second;
+}
+
+const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
+  return tree_to(dst).hops;
+}
+
 std::vector<uint32_t> topology::route(uint32_t src, uint32_t dst, bool& ok) {
   ok = true;
   if (src == dst)
     return {};
   if (auto d = find(src, dst); d >= 0)
     return {static_cast<uint32_t>(d)};
-  // BFS tree rooted at dst over reversed edges gives, for every chip, the
-  // next hop towards dst; cached per destination.
-  auto it = parents_.find(dst);
-  if (it == parents_.end()) {
-    std::vector<int32_t> next(chip_count(), -1); // directed link to take
-    std::vector<bool> seen(chip_count(), false);
-    std::deque<uint32_t> queue{dst};
-    seen[dst] = true;
-    while (!queue.empty()) {
-      auto v = queue.front();
-      queue.pop_front();
-      for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
-        uint32_t out = adj_links_[i]; // v -> u
-        uint32_t u = link_dst(out);
-        if (seen[u] || blocked_[u])
-          continue;
-        seen[u] = true;
-        next[u] = static_cast<int32_t>(out ^ 1u); // u -> v
-        queue.push_back(u);
-      }
-    }
-    it = parents_.emplace(dst, std::move(next)).first;
-  }
+  const auto& next = tree_to(dst).next;
   std::vector<uint32_t> path;
   uint32_t at = src;
   while (at != dst) {
-    int32_t d = it->second[at];
+    int32_t d = next[at];
     if (d < 0) {
       ok = false;
       return {};

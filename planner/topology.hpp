@@ -43,6 +43,14 @@ public:
   /// Deterministic.
   std::vector<uint32_t> route(uint32_t src, uint32_t dst, bool& ok);
 
+  /// Hops from every chip to `dst` on routes that avoid blocked relays
+  /// (no_route if unreachable). Cached per destination.
+  static constexpr uint32_t no_route = 0xFFFFFFFFu;
+  const std::vector<uint32_t>& hops_to(uint32_t dst);
+
+  /// Whether `chip` may relay traffic.
+  bool may_relay(uint32_t chip) const { return !blocked_[chip]; }
+
   /// Chips that must not relay traffic (spares, failed chips): routes avoid
   /// them. Clears cached routes.
   void block_relays(const std::vector<uint32_t>& chips);
@@ -54,7 +62,13 @@ private:
   const cluster_config* config_;
   std::vector<uint32_t> adj_offsets_; // CSR: neighbours of chip c
   std::vector<uint32_t> adj_links_;   // directed link ids, by neighbour id
-  std::unordered_map<uint32_t, std::vector<int32_t>> parents_; // BFS trees
+  // BFS trees towards each destination: the next link, and the hop count.
+  struct bfs_tree {
+    std::vector<int32_t> next;
+    std::vector<uint32_t> hops;
+  };
+  const bfs_tree& tree_to(uint32_t dst);
+  std::unordered_map<uint32_t, bfs_tree> parents_;
   std::vector<bool> blocked_;
 };
 

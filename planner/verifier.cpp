@@ -344,63 +344,166 @@ private:
     }
   }
 
-  // The determinism rule: parts tile [0, n_blocks) on block boundaries and
-  // each part sends exactly the maximal aligned power-of-two nodes of its
-  // range (derived here independently of model::canonical_pieces).
+  // The determinism rule: parts tile a block range [b0, b1) on block
+  // boundaries and each part sends exactly the maximal aligned power-of-two
+  // nodes of its range (derived here independently of
+  // model::canonical_pieces). Parts over all blocks make a root combine;
+  // parts over a sub-range make a partial combine, whose outputs (the
+  // maximal nodes of [b0, b1)) may only feed a root combine that lists them
+  // as one part.
   void check_combines() {
-    for (const auto& o : p_.ops) {
-      if (o.kind != op_kind::combine)
-        continue;
-      uint32_t nb = o.n_blocks;
-      uint32_t span = 1;
-      while (span < nb)
-        span <<= 1;
-      uint32_t at = 0;
-      size_t node = 0;
-      size_t remote_parts = 0;
-      for (const auto& part : o.parts) {
-        if (part.first_block != at || part.end_block <= part.first_block ||
-            part.end_block > nb) {
-          fail(op_name(o) + ": reduction parts do not tile blocks [0, " +
-               std::to_string(nb) + ") on block boundaries");
-          break;
-        }
-        if (part.chip != o.chip)
-          ++remote_parts;
-        uint32_t pos = part.first_block;
-        while (pos < part.end_block) {
-          if (node >= o.nodes.size()) {
-            fail(op_name(o) + ": missing tree nodes for the part on " +
-                 chip(part.chip));
-            return;
-          }
-          auto n = o.nodes[node++];
-          bool pow2 = n.count != 0 && (n.count & (n.count - 1)) == 0;
-          uint32_t n_end = std::min(n.first + n.count, nb);
-          uint32_t parent = n.count * 2;
-          bool parent_fits = parent <= span && n.first % parent == 0 &&
-                             n.first >= part.first_block &&
-                             std::min(n.first + parent, nb) <= part.end_block;
-          if (n.first != pos || !pow2 || n.first % n.count != 0 ||
-              n_end > part.end_block || parent_fits)
-            fail(op_name(o) + ": node [" + std::to_string(n.first) + ", +" +
-                 std::to_string(n.count) +
-                 ") is not the canonical tree's maximal node at block " +
-                 std::to_string(pos));
-          pos = n_end;
-        }
-        at = part.end_block;
-      }
-      if (at != nb)
-        fail(op_name(o) + ": reduction parts cover " + std::to_string(at) +
-             " of " + std::to_string(nb) + " blocks");
-      if (node != o.nodes.size())
-        fail(op_name(o) + ": extra tree nodes");
-      if (remote_parts != o.after_transfers.size())
-        fail(op_name(o) + ": " + std::to_string(remote_parts) +
-             " remote parts but " + std::to_string(o.after_transfers.size()) +
-             " incoming partial transfers");
+    for (const auto& o : p_.ops)
+      if (o.kind == op_kind::combine)
+        check_combine(o);
+    check_partial_readers();
+  }
+
+  static std::pair<uint32_t, uint32_t> range_of(const op& o) {
+    if (o.parts.empty())
+      return {0, 0};
+    return {o.parts.front().first_block, o.parts.back().end_block};
+  }
+  bool partial(const op& o) const {
+    auto [b0, b1] = range_of(o);
+    return o.kind == op_kind::combine && !(b0 == 0 && b1 == o.n_blocks);
+  }
+
+  // The op whose output a transfer carries: the producer of its first hop.
+  const transfer& first_hop(const transfer& t) const {
+    const transfer* h = &t;
+    for (size_t guard = 0;
+         h->after_transfer != no_id && h->after_transfer < p_.transfers.size() &&
+         guard < p_.transfers.size();
+         ++guard)
+      h = &p_.transfers[h->after_transfer];
+    return *h;
+  }
+
+  void check_combine(const op& o) {
+    uint32_t nb = o.n_blocks;
+    uint32_t span = 1;
+    while (span < nb)
+      span <<= 1;
+    if (o.parts.empty()) {
+      fail(op_name(o) + ": no reduction parts");
+      return;
     }
+    uint32_t at = o.parts.front().first_block;
+    size_t node = 0;
+    for (const auto& part : o.parts) {
+      if (part.first_block != at || part.end_block <= part.first_block ||
+          part.end_block > nb) {
+        fail(op_name(o) + ": reduction parts do not tile blocks of [0, " +
+             std::to_string(nb) + ") contiguously on block boundaries");
+        return;
+      }
+      uint32_t pos = part.first_block;
+      while (pos < part.end_block) {
+        if (node >= o.nodes.size()) {
+          fail(op_name(o) + ": missing tree nodes for the part on " +
+               chip(part.chip));
+          return;
+        }
+        auto n = o.nodes[node++];
+        bool pow2 = n.count != 0 && (n.count & (n.count - 1)) == 0;
+        uint32_t n_end = std::min(n.first + n.count, nb);
+        uint32_t parent = n.count * 2;
+        bool parent_fits = parent <= span && n.first % parent == 0 &&
+                           n.first >= part.first_block &&
+                           std::min(n.first + parent, nb) <= part.end_block;
+        if (n.first != pos || !pow2 || n.first % n.count != 0 ||
+            n_end > part.end_block || parent_fits) {
+          fail(op_name(o) + ": node [" + std::to_string(n.first) + ", +" +
+               std::to_string(n.count) +
+               ") is not the canonical tree's maximal node at block " +
+               std::to_string(pos));
+          return;
+        }
+        pos = n_end;
+      }
+      at = part.end_block;
+    }
+    if (node != o.nodes.size())
+      fail(op_name(o) + ": extra tree nodes");
+    if (o.out_first >= o.out_end || o.out_end > p_.spec.d_model)
+      fail(op_name(o) + ": output elements [" + std::to_string(o.out_first) +
+           ", " + std::to_string(o.out_end) + ") are not a slice of the " +
+           std::to_string(p_.spec.d_model) + "-element vector");
+    check_provenance(o);
+  }
+
+  // Each part's values come from an op of the same layer on the part's chip:
+  // remote parts by exactly one incoming transfer each, local ones by a
+  // same-chip dependency. A part produced by a partial combine must be
+  // exactly that combine's range and output slice.
+  void check_provenance(const op& o) {
+    auto producer_ok = [&](const op& src, const reduction_part& part) {
+      if (src.layer != o.layer || src.micro_batch != o.micro_batch)
+        return false;
+      if (src.kind == op_kind::attention || src.kind == op_kind::mlp)
+        return true;
+      if (src.kind != op_kind::combine || !partial(src))
+        return false;
+      auto [b0, b1] = range_of(src);
+      return b0 == part.first_block && b1 == part.end_block &&
+             src.out_first == o.out_first && src.out_end == o.out_end;
+    };
+    std::vector<bool> used(o.after_transfers.size(), false);
+    for (const auto& part : o.parts) {
+      bool found = false;
+      if (part.chip == o.chip) {
+        for (auto a : o.after_ops)
+          if (a < p_.ops.size() && p_.ops[a].chip == o.chip &&
+              producer_ok(p_.ops[a], part))
+            found = true;
+      } else {
+        for (size_t i = 0; i < o.after_transfers.size() && !found; ++i) {
+          if (used[i] || o.after_transfers[i] >= p_.transfers.size())
+            continue;
+          const auto& h = first_hop(p_.transfers[o.after_transfers[i]]);
+          if (h.src == part.chip && h.after_op < p_.ops.size() &&
+              producer_ok(p_.ops[h.after_op], part))
+            found = used[i] = true;
+        }
+      }
+      if (!found)
+        fail(op_name(o) + ": no input carries the part of blocks [" +
+             std::to_string(part.first_block) + ", " +
+             std::to_string(part.end_block) + ") from " + chip(part.chip));
+    }
+    for (size_t i = 0; i < used.size(); ++i)
+      if (!used[i])
+        fail(op_name(o) + ": incoming transfer " +
+             std::to_string(o.after_transfers[i]) + " carries no part");
+  }
+
+  // A partial combine's outputs are not x: only a root combine reads them
+  // (on its own chip, or at the end of a route through forward ops).
+  void check_partial_readers() {
+    std::vector<uint32_t> next_hop(p_.transfers.size(), no_id);
+    for (const auto& t : p_.transfers)
+      if (t.after_transfer < p_.transfers.size())
+        next_hop[t.after_transfer] = t.id;
+    auto reader_ok = [&](uint32_t reader) {
+      return reader >= p_.ops.size() ||
+             p_.ops[reader].kind == op_kind::combine;
+    };
+    for (const auto& t : p_.transfers) {
+      if (t.after_transfer != no_id || t.after_op >= p_.ops.size() ||
+          !partial(p_.ops[t.after_op]))
+        continue;
+      const transfer* last = &t;
+      for (size_t guard = 0;
+           guard < p_.transfers.size() && next_hop[last->id] != no_id; ++guard)
+        last = &p_.transfers[next_hop[last->id]];
+      if (!reader_ok(last->consumer_op))
+        fail(op_name(p_.ops[t.after_op]) + ": partial sums read by " +
+             op_name(p_.ops[last->consumer_op]));
+    }
+    for (const auto& o : p_.ops)
+      for (auto a : o.after_ops)
+        if (a < p_.ops.size() && partial(p_.ops[a]) && !reader_ok(o.id))
+          fail(op_name(p_.ops[a]) + ": partial sums read by " + op_name(o));
   }
 
   const plan& p_;

@@ -71,8 +71,8 @@ class slot_program {
 public:
   /// Upper bound on a slot-table control message (64 MiB).
   static constexpr size_t max_message_bytes = size_t{64} << 20;
-  /// Links are numbered in remote CQ data with 14 bits.
-  static constexpr size_t max_links = size_t{1} << 14;
+  /// Links are numbered in remote CQ data with 20 bits (detail/cq_data.hpp).
+  static constexpr size_t max_links = size_t{1} << 20;
   /// At most this many alternating receive buffers per transfer.
   static constexpr size_t max_buffers = 8;
 

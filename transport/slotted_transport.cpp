@@ -141,7 +141,14 @@ caf::error slotted_transport::send(uint32_t link, uint32_t slot, uint64_t step,
         idle.pause();
     }
   }
-  auto data = cq_data::make_data(link, step * program_.slots_per_step() + slot);
+  uint64_t abs_slot = step * program_.slots_per_step() + slot;
+  if (abs_slot > cq_data::slot_mask)
+    return caf::make_error(errc::unscheduled_send,
+                           where() + " step " + std::to_string(step) +
+                               ": the absolute slot counter (" +
+                               std::to_string(cq_data::slot_bits) +
+                               " bits) is exhausted; start a new epoch");
+  auto data = cq_data::make_data(link, abs_slot);
   auto target = o.remote_base + tp.dst_offset(step);
   auto give_up = now_ns() + static_cast<int64_t>(settings_.hard_timeout_ns);
   backoff idle;

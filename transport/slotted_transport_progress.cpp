@@ -78,7 +78,7 @@ caf::error slotted_transport::dispatch_remote(uint64_t data) {
   switch (cq_data::kind_of(data)) {
   case cq_data::kind::data: {
     auto link = cq_data::link_of(data);
-    auto abs_slot = cq_data::value_of(data);
+    auto abs_slot = cq_data::slot_value_of(data);
     auto step = abs_slot / program_.slots_per_step();
     auto slot = static_cast<uint32_t>(abs_slot % program_.slots_per_step());
     const auto* tp = program_.find(link, slot);
@@ -96,7 +96,7 @@ caf::error slotted_transport::dispatch_remote(uint64_t data) {
     if (link >= released_through_.size())
       return caf::make_error(errc::bad_payload, "release for unknown link " +
                                                     std::to_string(link));
-    auto step = static_cast<int64_t>(cq_data::value_of(data));
+    auto step = static_cast<int64_t>(cq_data::slot_value_of(data));
     released_through_[link] = std::max(released_through_[link], step);
     return caf::none;
   }

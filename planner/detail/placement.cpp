@@ -11,7 +11,20 @@
 namespace lockstep::planner::detail {
 
 std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
-                                         uint32_t k, uint32_t i) {
+                                         uint32_t k, uint32_t i,
+                                         bool aligned) {
+  // Aligned (power-of-two k): each chip's heads are one node of the
+  // canonical tree over q_dim's blocks, so it sends one partial per element
+  // (the last chips may get fewer heads or none).
+  uint32_t nb = model::blocks_of(spec.q_dim());
+  uint32_t node_blocks = model::tree_span(nb) / std::max(k, 1u);
+  uint64_t node_elems = uint64_t{node_blocks} * model::reduction_block_elems;
+  if (aligned && (k & (k - 1)) == 0 && node_blocks > 0 &&
+      node_elems % spec.head_dim == 0) {
+    auto per = static_cast<uint32_t>(node_elems / spec.head_dim);
+    return {std::min(spec.n_heads, i * per),
+            std::min(spec.n_heads, (i + 1) * per)};
+  }
   // With more chips than heads, the first n_heads chips take one head each
   // and the rest only share the MLP.
   uint32_t kk = std::min(k, spec.n_heads);
@@ -37,29 +50,62 @@ std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k, uint32_t i,
           static_cast<uint32_t>(uint64_t{nb} * (i + 1) / k)};
 }
 
+reduction_shape reduction_shape_of(const model::model_spec& spec,
+                                   uint32_t batch, uint32_t tp_degree,
+                                   uint32_t chips_per_node, bool aligned) {
+  reduction_shape r;
+  uint32_t k = tp_degree;
+  r.slices = std::max(1u, std::min(k, chips_per_node));
+  r.subs = (k + r.slices - 1) / r.slices;
+  r.slice_bytes = (uint64_t{spec.d_model} + r.slices - 1) / r.slices * batch * 4;
+  for (bool attn : {true, false}) {
+    uint32_t nb = model::blocks_of(attn ? spec.q_dim() : spec.d_ff);
+    std::vector<std::pair<uint32_t, uint32_t>> ranges;
+    for (uint32_t i = 0; i < k; ++i) {
+      std::pair<uint32_t, uint32_t> br;
+      if (attn) {
+        auto [h0, h1] = head_range(spec, k, i, aligned);
+        br = {h0 * spec.head_dim / model::reduction_block_elems,
+              h1 * spec.head_dim / model::reduction_block_elems};
+      } else {
+        br = block_range(spec.d_ff, k, i, aligned);
+      }
+      ranges.push_back(br);
+      if (br.second > br.first)
+        r.pieces = std::max<uint64_t>(
+            r.pieces, model::canonical_pieces(nb, br.first, br.second).size());
+    }
+    for (uint32_t q = 0; q < r.subs; ++q) {
+      uint32_t b0 = nb, b1 = 0;
+      for (uint32_t i = q * r.slices; i < std::min(k, (q + 1) * r.slices); ++i)
+        if (ranges[i].second > ranges[i].first) {
+          b0 = std::min(b0, ranges[i].first);
+          b1 = std::max(b1, ranges[i].second);
+        }
+      if (b1 > b0)
+        r.sub_pieces = std::max<uint64_t>(
+            r.sub_pieces, model::canonical_pieces(nb, b0, b1).size());
+    }
+  }
+  return r;
+}
+
 uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
                              uint32_t tp_degree, uint32_t layers,
-                             bool aligned) {
+                             uint32_t chips_per_node, bool aligned) {
   // Every transfer gets its own window for the whole step (the transport's
-  // contract), two buffers each. Per layer, a group root receives k - 1
-  // partials of each reduction; every other chip receives two broadcasts;
-  // plus the activation in and out of the group. Partials carry one value
-  // per canonical tree node of the sender's blocks.
+  // contract): two receive buffers and one send window. Per reduction a
+  // chip receives and sends (slices - 1) reduce-scatter partials, (subs - 1)
+  // second-level partials and (slices - 1) all-gather slices; plus the
+  // activation entering and leaving the group.
+  auto r = reduction_shape_of(spec, batch, tp_degree, chips_per_node, aligned);
   uint64_t act = transport::framed_bytes(uint64_t{spec.d_model} * batch * 4);
-  uint64_t k = tp_degree;
-  uint64_t pieces = 1;
-  for (uint32_t dim : {spec.q_dim(), spec.d_ff})
-    for (uint32_t i = 0; i < k; ++i) {
-      auto [b0, b1] = block_range(dim, tp_degree, i, aligned);
-      if (b1 > b0)
-        pieces = std::max<uint64_t>(
-            pieces,
-            model::canonical_pieces(model::blocks_of(dim), b0, b1).size());
-    }
-  uint64_t partial =
-      transport::framed_bytes(uint64_t{spec.d_model} * batch * 4 * pieces);
-  uint64_t per_layer = std::max(2 * (k - 1) * partial, 2 * act);
-  return 2 * (layers * per_layer + 4 * act) + 4 * act;
+  uint64_t per_reduction =
+      (r.slices - 1) * transport::framed_bytes(r.pieces * r.slice_bytes) +
+      (r.subs - 1) * transport::framed_bytes(r.sub_pieces * r.slice_bytes) +
+      (r.slices - 1) * transport::framed_bytes(r.slice_bytes);
+  uint64_t per_layer = 3 * 2 * per_reduction;
+  return layers * per_layer + 12 * act;
 }
 
 uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
@@ -71,7 +117,7 @@ uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
   uint64_t d = spec.d_model, hd = spec.head_dim;
   uint64_t worst = 0;
   for (uint32_t i = 0; i < k; ++i) {
-    auto [h0, h1] = head_range(spec, k, i);
+    auto [h0, h1] = head_range(spec, k, i, aligned);
     auto [f0, f1] = block_range(spec.d_ff, k, i, aligned);
     uint64_t heads = h1 - h0;
     uint64_t kv = heads == 0 ? 0 : (h1 - 1) / group - h0 / group + 1;
@@ -127,6 +173,7 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
       auto fits = [&](uint64_t m) {
         return m * per_layer + arena_reserve_bytes(spec, batch, k,
                                                    static_cast<uint32_t>(m),
+                                                   config.chips_per_node,
                                                    aligned) <=
                chip.sram_bytes;
       };
@@ -136,12 +183,14 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
       if (max_m == 0) {
         why = "one layer split " + std::to_string(k) + " ways needs " +
               std::to_string(per_layer +
-                             arena_reserve_bytes(spec, batch, k, 1, aligned)) +
+                             arena_reserve_bytes(spec, batch, k, 1,
+                                                config.chips_per_node, aligned)) +
               " bytes on its fullest chip, SRAM is " +
               std::to_string(chip.sram_bytes);
         continue;
       }
-      uint64_t reserve = arena_reserve_bytes(spec, batch, k, 1, aligned);
+      uint64_t reserve = arena_reserve_bytes(spec, batch, k, 1,
+                                                config.chips_per_node, aligned);
       uint64_t room = chip.sram_bytes - reserve;
       uint64_t e = ceil_div(emb_bytes, room);
       uint64_t h = ceil_div(head_bytes, room);
@@ -150,38 +199,54 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
       uint64_t groups_max = (n_avail - e - h) / k;
       if (groups_max == 0)
         continue;
-      // Fewest layers per group that the chips allow: more groups, less SRAM
-      // pressure; latency is set by k.
-      uint64_t m = std::max(ceil_div(spec.n_layers, groups_max), uint64_t{1});
-      if (m > max_m) {
+      // Fewest layers per group that the chips allow (more groups, less SRAM
+      // pressure) and the most that fit (fewer group-to-group hops).
+      uint64_t m_min = std::max(ceil_div(spec.n_layers, groups_max), uint64_t{1});
+      if (m_min > max_m) {
         why = std::to_string(spec.n_layers) + " layers need " +
               std::to_string(ceil_div(spec.n_layers, max_m) * k + e + h) +
               " chips at tensor parallelism " + std::to_string(k) + ", " +
               std::to_string(n_avail) + " available";
         continue;
       }
-      uint64_t groups = ceil_div(spec.n_layers, m);
-      // Latency estimate: per layer, compute split k ways plus (k > 1) two
-      // gathers and two broadcasts; one hop between groups.
+      // Latency estimate: per layer, compute split k ways plus (k > 1), per
+      // reduction, a reduce-scatter hop, a second-level hop when the group
+      // spans nodes and an all-gather hop, each followed by an op; one slice
+      // hop (and an all-gather) between groups.
+      auto shape = reduction_shape_of(spec, batch, k, config.chips_per_node,
+                                      aligned);
+      double op_s = 1e-9 * chip.op_overhead_ns;
+      auto hop = [&](uint64_t payload) {
+        return transfer_duration_ns(fast, transport::framed_bytes(payload)) *
+                   1e-9 +
+               op_s;
+      };
       double layer_s =
           double(spec.layer_weight_bytes()) / k / chip.sram_bytes_per_s +
-          2e-9 * chip.op_overhead_ns;
-      double hop_s =
-          transfer_duration_ns(fast, uint64_t{spec.d_model} * batch * 4) * 1e-9;
-      // A root gathers k - 1 partials through at most chips_per_node - 1 direct
-      // links; a group wider than a node adds a hop. Same for the broadcast.
-      double fan_in = std::max(1u, std::min(k - 1, config.chips_per_node - 1));
-      double rounds = k == 1 ? 0
-                             : std::ceil((k - 1) / fan_in) +
-                                   (k > config.chips_per_node ? 1 : 0);
-      // Groups inside a node all-reduce by one exchange per reduction.
-      double comm = k == 1                       ? 0
-                    : k <= config.chips_per_node ? 2 * hop_s
-                                                 : 4 * rounds * hop_s;
-      double est = spec.n_layers * (layer_s + comm) + groups * hop_s;
-      choices.push_back(
-          {k, static_cast<uint32_t>(m), static_cast<uint32_t>(groups),
-           static_cast<uint32_t>(e), static_cast<uint32_t>(h), aligned, est});
+          2 * op_s;
+      double comm =
+          k == 1 ? 0
+                 : 2 * (hop(shape.pieces * shape.slice_bytes) +
+                        // Same-index chips of a node's neighbours are
+                        // linked directly; farther sub-groups share links
+                        // and relay: count one hop per other sub-group.
+                        (shape.subs - 1) *
+                            hop(shape.sub_pieces * shape.slice_bytes) +
+                        hop(shape.slice_bytes));
+      double hop_s = k == 1 ? hop(uint64_t{spec.d_model} * batch * 4)
+                            : hop(shape.slice_bytes);
+      std::vector<uint64_t> ms{m_min};
+      if (max_m > m_min)
+        ms.push_back(max_m);
+      for (uint64_t m0 : ms) {
+        uint64_t groups = ceil_div(spec.n_layers, m0);
+        uint64_t m = ceil_div(spec.n_layers, groups); // balanced
+        double est = spec.n_layers * (layer_s + comm) + groups * hop_s;
+        choices.push_back({k, static_cast<uint32_t>(m),
+                           static_cast<uint32_t>(groups),
+                           static_cast<uint32_t>(e), static_cast<uint32_t>(h),
+                           aligned, est});
+      }
     }
   if (choices.empty())
     return caf::make_error(errc::infeasible, "model " + spec.name +
@@ -197,6 +262,7 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     p.tp_degree = c.k;
     p.layers_per_group = c.m;
     p.aligned_splits = c.aligned;
+    p.estimate_s = c.estimate_s;
     // Groups first, from chip 0, so groups of <= chips_per_node chips sit
     // inside one node (the exchange all-reduce needs direct links); the
     // embedding and LM-head slices take the chips after them.

@@ -21,16 +21,32 @@ struct placement {
   uint32_t tp_degree = 1;
   uint32_t layers_per_group = 1;
   bool aligned_splits = false; // MLP parts are canonical tree nodes
+  double estimate_s = 0;       // estimated token latency (ranking only)
   std::vector<std::vector<uint32_t>> groups; // flat chip ids, [0] is root
   std::vector<uint32_t> embed_chips;         // column slices of the embedding
   std::vector<uint32_t> head_chips;          // row slices of the LM head
 };
 
+/// How a group's reductions are cut: `slices` chips per sub-group (one node)
+/// each own a slice of the d_model vector; `subs` sub-groups combine in two
+/// levels; the most tree nodes a part (`pieces`) or a sub-group
+/// (`sub_pieces`) sends per element.
+struct reduction_shape {
+  uint32_t slices = 1;
+  uint32_t subs = 1;
+  uint64_t slice_bytes = 0; // largest slice, all rows of the batch, f32
+  uint64_t pieces = 1;
+  uint64_t sub_pieces = 1;
+};
+reduction_shape reduction_shape_of(const model::model_spec& spec,
+                                   uint32_t batch, uint32_t tp_degree,
+                                   uint32_t chips_per_node, bool aligned);
+
 /// Bytes of SRAM a chip of a group of `tp_degree` holding `layers` layers
 /// keeps for receive/send arenas (both buffers), for `batch` sequences.
 uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,
                              uint32_t tp_degree, uint32_t layers,
-                             bool aligned);
+                             uint32_t chips_per_node, bool aligned);
 
 /// Per-chip bytes of one layer's shards + KV cache at tensor parallelism k.
 uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
@@ -45,9 +61,11 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
                  uint32_t batch, uint32_t context,
                  const std::vector<uint32_t>& available);
 
-/// Heads [first, end) of chip i of k (empty for i >= n_heads).
+/// Heads [first, end) of chip i of k (may be empty). `aligned`: each
+/// chip's heads are one canonical tree node of q_dim's blocks when that is
+/// a whole number of heads; otherwise heads are split evenly.
 std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
-                                         uint32_t k, uint32_t i);
+                                         uint32_t k, uint32_t i, bool aligned);
 /// Reduction blocks [first, end) of a dimension of `dim` elements, part i of
 /// k (block boundaries; k may exceed the block count only if parts repeat).
 std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,

@@ -4,7 +4,11 @@
 #include "transport/payload_frame.hpp"
 
 #include <algorithm>
+#include <limits>
+#include <queue>
 #include <set>
+#include <tuple>
+#include <unordered_map>
 
 namespace lockstep::planner::detail {
 
@@ -83,13 +87,23 @@ private:
       ops.push_back(x.op);
   }
 
+  // The route src -> dst on which `bytes` leaving at `ready` arrive first,
+  // given the links and relays already booked: an earliest-arrival search
+  // over routes of at most the fewest hops (+1 when that is more than one
+  // hop, so traffic can spread over parallel paths). Ties go to the lower
+  // link id: deterministic.
+  std::vector<uint32_t> earliest_route(uint32_t src, uint32_t dst,
+                                       uint64_t bytes, uint32_t ready,
+                                       bool& ok);
+
   // Sends `payload` bytes produced by `producer` (an op on src) to dst along
-  // a fewest-hops route; intermediate chips store and forward.
+  // the earliest-arriving short route; intermediate chips store and forward.
   caf::expected<uint32_t> send(uint32_t producer, uint32_t dst,
                                uint64_t payload, uint32_t layer, uint32_t mb) {
     uint32_t src = p_.ops[producer].chip;
     bool ok = true;
-    auto route = topo_.route(src, dst, ok);
+    auto route = earliest_route(src, dst, transport::framed_bytes(payload),
+                                op_end(producer), ok);
     if (!ok)
       return caf::make_error(errc::infeasible,
                              "no route from " +
@@ -158,13 +172,56 @@ private:
   }
 
   void place_shards();
-  // One layer on group g. x is on every chip of the group (exchange
-  // all-reduce, groups within a node) or on its root only (gather and
-  // broadcast, wider groups).
-  caf::expected<std::vector<avail>> layer_step(uint32_t l,
-                                               const std::vector<uint32_t>& g,
-                                               std::vector<avail> xs,
-                                               uint32_t rows, uint32_t mb);
+
+  // A group's chips as `subs` sub-groups of `s` consecutive chips (one node
+  // each when the group spans nodes): the d_model vector is cut into `s`
+  // slices, and chip j of every sub-group owns slice j.
+  struct group_view {
+    const std::vector<uint32_t>* chips = nullptr;
+    uint32_t k = 1, s = 1, subs = 1;
+    uint32_t at(uint32_t q, uint32_t j) const { return (*chips)[q * s + j]; }
+  };
+  group_view view_of(const std::vector<uint32_t>& g) const {
+    auto k = static_cast<uint32_t>(g.size());
+    uint32_t s = std::max(1u, std::min(k, cfg_.chips_per_node));
+    return {&g, k, s, (k + s - 1) / s};
+  }
+  std::pair<uint32_t, uint32_t> slice(uint32_t j, uint32_t s) const {
+    return {static_cast<uint32_t>(uint64_t{s_.d_model} * j / s),
+            static_cast<uint32_t>(uint64_t{s_.d_model} * (j + 1) / s)};
+  }
+  uint64_t slice_bytes(uint32_t j, uint32_t s, uint32_t rows) const {
+    auto [e0, e1] = slice(j, s);
+    return uint64_t{e1 - e0} * rows * 4;
+  }
+
+  // A reduction input: blocks [b0, b1) whose canonical pieces are held (for
+  // every element) by `op` on `chip`.
+  struct input {
+    uint32_t chip = 0, op = no_id, b0 = 0, b1 = 0;
+  };
+  caf::expected<uint32_t> combine_slice(uint32_t t, uint32_t j, uint32_t s,
+                                        const std::vector<input>& inputs,
+                                        uint32_t residual, uint32_t rows,
+                                        uint32_t nb, uint32_t layer,
+                                        uint32_t mb);
+  // Reduce-scatter of one reduction: returns, per chip of the group, the
+  // combine op holding its slice of x (root combine + residual).
+  caf::expected<std::vector<uint32_t>>
+  reduce_scatter(const group_view& v, const std::vector<input>& parts,
+                 const std::vector<uint32_t>& full, uint32_t nb, uint32_t rows,
+                 uint32_t layer, uint32_t mb);
+  // All-gather inside each sub-group: every chip (or, with `only_first`,
+  // chip 0 of the group) assembles full x from the slice holders.
+  caf::expected<std::vector<uint32_t>>
+  all_gather(const group_view& v, const std::vector<uint32_t>& slices,
+             uint32_t rows, uint32_t mb, bool only_first = false);
+  // One layer on a group; `full` holds x on every chip, the result holds
+  // the slices of the layer's output (no all-gather after the last half).
+  caf::expected<std::vector<uint32_t>> layer_step(uint32_t l,
+                                                  const group_view& v,
+                                                  std::vector<avail> full,
+                                                  uint32_t rows, uint32_t mb);
 
   const schedule_inputs& in_;
   plan& p_;
@@ -177,6 +234,90 @@ private:
   std::vector<uint64_t> recv_top_;
   std::vector<uint64_t> send_top_;
 };
+
+std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
+                                              uint64_t bytes, uint32_t ready,
+                                              bool& ok) {
+  ok = true;
+  if (src == dst)
+    return {};
+  if (auto d = topo_.find(src, dst); d >= 0)
+    return {static_cast<uint32_t>(d)}; // one hop: the only route that short
+  const auto& hops = topo_.hops_to(dst);
+  if (hops[src] == topology::no_route) {
+    ok = false;
+    return {};
+  }
+  uint32_t limit = hops[src] + (hops[src] > 1 ? 1 : 0);
+  uint32_t fwd_slots = to_slots(
+      op_duration_ns(cfg_.chip, s_.weight_dtype, {2.0 * double(bytes), 0}),
+      slot_ns_);
+  // State: (chip, hops taken). Labels are arrival slots.
+  struct label {
+    uint32_t arrive = 0;
+    uint32_t link = no_id;  // link taken into this state
+    uint32_t prev = no_id;  // previous state index
+  };
+  std::unordered_map<uint64_t, uint32_t> index; // (chip << 8 | hops) -> state
+  std::vector<label> labels;
+  std::vector<uint64_t> keys;
+  using entry = std::tuple<uint32_t, uint32_t, uint32_t>; // arrive, link, state
+  std::priority_queue<entry, std::vector<entry>, std::greater<>> queue;
+  auto state_of = [&](uint32_t chip, uint32_t h) {
+    uint64_t key = uint64_t{chip} << 8 | h;
+    auto [it, fresh] = index.try_emplace(key, uint32_t(labels.size()));
+    if (fresh) {
+      labels.push_back({std::numeric_limits<uint32_t>::max(), no_id, no_id});
+      keys.push_back(key);
+    }
+    return it->second;
+  };
+  uint32_t start = state_of(src, 0);
+  labels[start].arrive = ready;
+  queue.push({ready, no_id, start});
+  uint32_t found = no_id;
+  while (!queue.empty()) {
+    auto [arrive, via, st] = queue.top();
+    queue.pop();
+    if (arrive != labels[st].arrive || via != labels[st].link)
+      continue; // superseded
+    auto chip = static_cast<uint32_t>(keys[st] >> 8);
+    auto h = static_cast<uint32_t>(keys[st] & 0xFF);
+    if (chip == dst) {
+      found = st;
+      break;
+    }
+    // Leaving a relay takes a forward op once the chip is free.
+    uint32_t leave = arrive;
+    if (chip != src)
+      leave = std::max(arrive, chip_free_[chip]) + fwd_slots;
+    for (uint32_t d : topo_.out_links(chip)) {
+      uint32_t next = topo_.link_dst(d);
+      if (hops[next] == topology::no_route || h + 1 + hops[next] > limit)
+        continue;
+      if (next != dst && !topo_.may_relay(next))
+        continue;
+      uint32_t t0 = std::max(leave, link_free_[d]);
+      uint32_t t1 =
+          t0 + to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
+      uint32_t ns = state_of(next, h + 1);
+      auto& l = labels[ns];
+      if (t1 < l.arrive || (t1 == l.arrive && d < l.link)) {
+        l = {t1, d, st};
+        queue.push({t1, d, ns});
+      }
+    }
+  }
+  if (found == no_id) {
+    ok = false;
+    return {};
+  }
+  std::vector<uint32_t> path;
+  for (uint32_t st = found; labels[st].prev != no_id; st = labels[st].prev)
+    path.push_back(labels[st].link);
+  std::reverse(path.begin(), path.end());
+  return path;
+}
 
 void builder::place_shards() {
   const auto& pl = *in_.place;
@@ -201,7 +342,7 @@ void builder::place_shards() {
          ++l)
       for (uint32_t i = 0; i < k; ++i) {
         uint32_t c = pl.groups[g][i];
-        auto [h0, h1] = head_range(s_, k, i);
+        auto [h0, h1] = head_range(s_, k, i, in_.place->aligned_splits);
         auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         if (h1 > h0) {
           uint32_t kv0 = h0 / group, kv1 = (h1 - 1) / group + 1;
@@ -235,139 +376,197 @@ void builder::place_shards() {
   }
 }
 
-caf::expected<std::vector<avail>>
-builder::layer_step(uint32_t l, const std::vector<uint32_t>& g,
-                    std::vector<avail> xs, uint32_t rows, uint32_t mb) {
-  auto k = static_cast<uint32_t>(g.size());
-  uint32_t root = g[0];
+caf::expected<uint32_t>
+builder::combine_slice(uint32_t t, uint32_t j, uint32_t s,
+                       const std::vector<input>& inputs, uint32_t residual,
+                       uint32_t rows, uint32_t nb, uint32_t layer,
+                       uint32_t mb) {
+  uint64_t sb = slice_bytes(j, s, rows);
+  std::vector<uint32_t> after_ops, trs;
+  std::vector<reduction_part> parts;
+  std::vector<model::tree_node> nodes;
+  for (const auto& in : inputs) {
+    auto pieces = model::canonical_pieces(nb, in.b0, in.b1);
+    if (in.chip == t) {
+      after_ops.push_back(in.op);
+    } else {
+      auto tr = send(in.op, t, sb * pieces.size(), layer, mb);
+      if (!tr)
+        return tr.error();
+      trs.push_back(*tr);
+    }
+    parts.push_back({in.chip, in.b0, in.b1});
+    nodes.insert(nodes.end(), pieces.begin(), pieces.end());
+  }
+  if (residual != no_id)
+    after_ops.push_back(residual);
+  double in_bytes = double(sb) * nodes.size();
+  uint32_t c = add_op(op_kind::combine, t, layer, mb,
+                      {in_bytes + (residual != no_id ? 2.0 * sb : sb),
+                       in_bytes / 4},
+                      std::move(after_ops), std::move(trs));
+  auto& o = p_.ops[c];
+  o.n_blocks = nb;
+  o.parts = std::move(parts);
+  o.nodes = std::move(nodes);
+  std::tie(o.out_first, o.out_end) = slice(j, s);
+  return c;
+}
+
+caf::expected<std::vector<uint32_t>>
+builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
+                        const std::vector<uint32_t>& full, uint32_t nb,
+                        uint32_t rows, uint32_t layer, uint32_t mb) {
+  // parts[i] is chip i's part (op == no_id: none).
+  auto sub_parts = [&](uint32_t q) {
+    std::vector<input> out;
+    for (uint32_t j = 0; j < v.s && q * v.s + j < v.k; ++j)
+      if (parts[q * v.s + j].op != no_id)
+        out.push_back(parts[q * v.s + j]);
+    return out;
+  };
+  std::vector<uint32_t> slices(v.k, no_id);
+  uint32_t subs_with_parts = 0;
+  for (uint32_t q = 0; q < v.subs; ++q)
+    subs_with_parts += sub_parts(q).empty() ? 0 : 1;
+  if (subs_with_parts <= 1) {
+    // One level (one node, or parts on one node only — few heads): chip i
+    // combines slice i % s of every part, plus the residual.
+    std::vector<input> all;
+    for (const auto& in : parts)
+      if (in.op != no_id)
+        all.push_back(in);
+    for (uint32_t i = 0; i < v.k; ++i) {
+      auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, full[i], rows,
+                             nb, layer, mb);
+      if (!c)
+        return c.error();
+      slices[i] = *c;
+    }
+    return slices;
+  }
+  // Two levels: inside each sub-group, chip j combines slice j of the
+  // sub-group's parts into the canonical pieces of its block range; then
+  // chip j of every sub-group combines those pieces (same-index chips of
+  // the sub-groups are neighbours) into the root, plus the residual.
+  std::vector<std::vector<input>> level1(v.subs);
+  for (uint32_t q = 0; q < v.subs; ++q) {
+    auto in = sub_parts(q);
+    if (in.empty())
+      continue;
+    for (uint32_t j = 0; j < v.s; ++j) {
+      uint32_t t = v.at(q, j);
+      auto c = combine_slice(t, j, v.s, in, no_id, rows, nb, layer, mb);
+      if (!c)
+        return c.error();
+      level1[q].push_back({t, *c, in.front().b0, in.back().b1});
+    }
+  }
+  for (uint32_t q = 0; q < v.subs; ++q)
+    for (uint32_t j = 0; j < v.s; ++j) {
+      std::vector<input> in;
+      for (uint32_t r = 0; r < v.subs; ++r)
+        if (!level1[r].empty())
+          in.push_back(level1[r][j]);
+      uint32_t i = q * v.s + j;
+      auto c = combine_slice(v.at(q, j), j, v.s, in, full[i], rows, nb, layer,
+                             mb);
+      if (!c)
+        return c.error();
+      slices[i] = *c;
+    }
+  return slices;
+}
+
+caf::expected<std::vector<uint32_t>>
+builder::all_gather(const group_view& v, const std::vector<uint32_t>& slices,
+                    uint32_t rows, uint32_t mb, bool only_first) {
+  std::vector<uint32_t> full(v.k, no_id);
+  uint64_t act = uint64_t{s_.d_model} * rows * 4;
+  for (uint32_t q = 0; q < v.subs; ++q)
+    for (uint32_t j = 0; j < v.s; ++j) {
+      if (only_first && (q > 0 || j > 0))
+        return full;
+      uint32_t t = v.at(q, j);
+      std::vector<uint32_t> trs;
+      for (uint32_t o = 0; o < v.s; ++o) {
+        if (o == j)
+          continue;
+        auto tr = send(slices[q * v.s + o], t, slice_bytes(o, v.s, rows),
+                       model::global_layer, mb);
+        if (!tr)
+          return tr.error();
+        trs.push_back(*tr);
+      }
+      full[q * v.s + j] = add_op(op_kind::gather, t, model::global_layer, mb,
+                                 {2.0 * act, 0}, {slices[q * v.s + j]}, trs);
+    }
+  return full;
+}
+
+caf::expected<std::vector<uint32_t>>
+builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
+                    uint32_t rows, uint32_t mb) {
+  uint32_t k = v.k;
   uint32_t hd = s_.head_dim;
   uint32_t group = s_.n_heads / s_.n_kv_heads;
   double elem = model::element_bytes(s_.weight_dtype);
   uint64_t act = uint64_t{s_.d_model} * rows * 4;
   double ctx = in_.context;
   uint32_t seqs = rows / in_.tokens;
-  // xs holds x on every chip of the group (exchange) or on the root only.
-  bool exchange = xs.size() == k && k > 1;
-
+  std::vector<uint32_t> slices;
   for (int half = 0; half < 2; ++half) {
     bool attn = half == 0;
-    uint32_t reduction = attn ? s_.q_dim() : s_.d_ff;
-    // Chips with a part of this half (attention: those with heads).
-    auto has_part = [&](uint32_t i) {
-      if (!attn) {
-        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
-        return f1 > f0;
-      }
-      auto [h0, h1] = head_range(s_, k, i);
-      return h1 > h0;
-    };
-    std::vector<uint32_t> part_ops(k, no_id);
-    uint32_t x_op_at_root = no_id;
-    if (k > 1 && !exchange)
-      x_op_at_root = materialise(xs[0], l, mb); // root broadcasts x
+    uint32_t nb = model::blocks_of(attn ? s_.q_dim() : s_.d_ff);
+    std::vector<input> parts(k);
     for (uint32_t i = 0; i < k; ++i) {
-      if (!has_part(i))
-        continue;
-      avail xi = xs[0];
-      if (exchange) {
-        xi = xs[i];
-      } else if (k > 1) {
-        auto moved = move_to({root, x_op_at_root, no_id}, g[i], act, l, mb);
-        if (!moved)
-          return moved.error();
-        xi = *moved;
-      }
+      uint32_t b0, b1;
       op_cost cost;
       if (attn) {
-        auto [h0, h1] = head_range(s_, k, i);
-        double kvh = (h1 - 1) / group - h0 / group + 1;
+        auto [h0, h1] = head_range(s_, k, i, in_.place->aligned_splits);
+        b0 = h0 * hd / model::reduction_block_elems;
+        b1 = h1 * hd / model::reduction_block_elems;
+        double kvh = h1 > h0 ? (h1 - 1) / group - h0 / group + 1 : 0;
         double params = double(s_.d_model) * hd * (2.0 * (h1 - h0) + 2.0 * kvh);
         cost.bytes = params * elem + kvh * hd * 2 * 4 * ctx * seqs + 2.0 * act;
         cost.flops = 2.0 * params * rows + 4.0 * rows * ctx * (h1 - h0) * hd;
       } else {
-        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
+        std::tie(b0, b1) =
+            block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         double params =
-            3.0 * double(s_.d_model) * (f1 - f0) * model::reduction_block_elems;
+            3.0 * double(s_.d_model) * (b1 - b0) * model::reduction_block_elems;
         cost.bytes = params * elem + 2.0 * act;
         cost.flops = 2.0 * params * rows;
       }
+      if (b1 <= b0)
+        continue; // no heads / no MLP rows on this chip
       std::vector<uint32_t> ops, trs;
-      deps_on(xi, ops, trs);
-      part_ops[i] = add_op(attn ? op_kind::attention : op_kind::mlp, g[i], l,
-                           mb, cost, ops, trs);
+      deps_on(full[i], ops, trs);
+      uint32_t o = add_op(attn ? op_kind::attention : op_kind::mlp,
+                          (*v.chips)[i], l, mb, cost, ops, trs);
+      parts[i] = {(*v.chips)[i], o, b0, b1};
     }
     if (k == 1) {
-      xs = {avail{root, part_ops[0], no_id}};
+      full = {avail{(*v.chips)[0], parts[0].op, no_id}};
+      slices = {parts[0].op};
       continue;
     }
-    // Which blocks each part holds, and the tree nodes it sends.
-    uint32_t nb = model::blocks_of(reduction);
-    std::vector<reduction_part> parts;
-    std::vector<model::tree_node> nodes;
-    std::vector<size_t> pieces_of(k, 0);
-    for (uint32_t i = 0; i < k; ++i) {
-      if (!has_part(i))
-        continue;
-      uint32_t b0, b1;
-      if (attn) {
-        auto [h0, h1] = head_range(s_, k, i);
-        b0 = h0 * hd / model::reduction_block_elems;
-        b1 = h1 * hd / model::reduction_block_elems;
-      } else {
-        std::tie(b0, b1) = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
-      }
-      auto pieces = model::canonical_pieces(nb, b0, b1);
-      parts.push_back({g[i], b0, b1});
-      nodes.insert(nodes.end(), pieces.begin(), pieces.end());
-      pieces_of[i] = pieces.size();
-    }
-    double in_bytes = double(act) * nodes.size();
-    // Combine on `chip j`: its own part (if any) and every other part's
-    // partials, in canonical order, plus the residual x held there.
-    auto combine_on =
-        [&](uint32_t j,
-            std::vector<uint32_t> after_ops) -> caf::expected<uint32_t> {
-      std::vector<uint32_t> trs;
-      for (uint32_t i = 0; i < k; ++i) {
-        if (i == j || part_ops[i] == no_id)
-          continue;
-        auto tr = send(part_ops[i], g[j], act * pieces_of[i], l, mb);
-        if (!tr)
-          return tr.error();
-        trs.push_back(*tr);
-      }
-      if (part_ops[j] != no_id)
-        after_ops.push_back(part_ops[j]);
-      uint32_t c = add_op(op_kind::combine, g[j], l, mb,
-                          {in_bytes + act, in_bytes / 4}, after_ops, trs);
-      p_.ops[c].n_blocks = nb;
-      p_.ops[c].parts = parts;
-      p_.ops[c].nodes = nodes;
-      return c;
-    };
-    if (exchange) {
-      // All-reduce as an exchange: every chip gets every partial over its
-      // direct node links and combines itself; x stays on every chip, so
-      // the next half needs no broadcast.
-      std::vector<avail> next(k);
-      for (uint32_t j = 0; j < k; ++j) {
-        std::vector<uint32_t> after;
-        if (xs[j].op != no_id)
-          after.push_back(xs[j].op); // the residual
-        auto c = combine_on(j, after);
-        if (!c)
-          return c.error();
-        next[j] = {g[j], *c, no_id};
-      }
-      xs = std::move(next);
-    } else {
-      auto c = combine_on(0, {});
-      if (!c)
-        return c.error();
-      xs = {avail{root, *c, no_id}};
+    std::vector<uint32_t> residual(k);
+    for (uint32_t i = 0; i < k; ++i)
+      residual[i] = full[i].op;
+    auto sl = reduce_scatter(v, parts, residual, nb, rows, l, mb);
+    if (!sl)
+      return sl.error();
+    slices = std::move(*sl);
+    if (attn) {
+      auto f = all_gather(v, slices, rows, mb);
+      if (!f)
+        return f.error();
+      for (uint32_t i = 0; i < k; ++i)
+        full[i] = {(*v.chips)[i], (*f)[i], no_id};
     }
   }
-  return xs;
+  return slices;
 }
 
 caf::error builder::run() {
@@ -400,41 +599,80 @@ caf::error builder::run() {
         return tr.error();
       trs.push_back(*tr);
     }
-    avail x{root0,
-            add_op(op_kind::gather, root0, model::global_layer, mb,
-                   {2.0 * act, 0}, ops, trs),
-            no_id};
-    std::vector<avail> xs{x};
+    uint32_t x0 = add_op(op_kind::gather, root0, model::global_layer, mb,
+                         {2.0 * act, 0}, ops, trs);
+    // x enters each group on every chip: the first root broadcasts it to
+    // the first group; later, chip i of a group hands its slice of the
+    // previous group's output to chip i of the next, which all-gathers.
+    std::vector<uint32_t> slices; // per chip of the previous group
+    avail x{root0, x0, no_id};
     for (size_t g = 0; g < pl.groups.size(); ++g) {
-      const auto& grp = pl.groups[g];
-      auto k = static_cast<uint32_t>(grp.size());
-      // Groups inside a node all-reduce by exchange: x goes to every chip
-      // (same-index chips of the previous group send in parallel).
-      bool exchange = k > 1 && k <= cfg_.chips_per_node;
-      std::vector<avail> in;
-      for (uint32_t j = 0; j < (exchange ? k : 1); ++j) {
-        const avail& from = xs.size() == k ? xs[j] : xs[0];
-        auto moved = move_to(from, grp[j], act, model::global_layer, mb);
-        if (!moved)
-          return moved.error();
-        avail a = *moved;
-        if (exchange && a.tr != no_id) // held in the send arena from now on
-          a = {grp[j], materialise(a, model::global_layer, mb), no_id};
-        in.push_back(a);
+      auto v = view_of(pl.groups[g]);
+      std::vector<avail> full(v.k);
+      if (g == 0) {
+        for (uint32_t i = 0; i < v.k; ++i) {
+          auto moved = move_to(x, v.at(0, i), act, model::global_layer, mb);
+          if (!moved)
+            return moved.error();
+          full[i] = *moved;
+        }
+      } else {
+        std::vector<uint32_t> in(v.k);
+        for (uint32_t i = 0; i < v.k; ++i) {
+          uint64_t bytes = v.k == 1 ? act : slice_bytes(i % v.s, v.s, rows);
+          auto tr = send(slices[i], v.at(0, i), bytes, model::global_layer, mb);
+          if (!tr)
+            return tr.error();
+          full[i] = {v.at(0, i), no_id, *tr};
+          if (v.k > 1) // held in the send arena, for the all-gather
+            in[i] = materialise(full[i], model::global_layer, mb);
+        }
+        if (v.k > 1) {
+          auto f = all_gather(v, in, rows, mb);
+          if (!f)
+            return f.error();
+          for (uint32_t i = 0; i < v.k; ++i)
+            full[i] = {v.at(0, i), (*f)[i], no_id};
+        }
       }
-      xs = std::move(in);
-      for (uint32_t l = static_cast<uint32_t>(g * pl.layers_per_group);
-           l < std::min<uint32_t>(
-                   s_.n_layers,
-                   static_cast<uint32_t>((g + 1) * pl.layers_per_group));
-           ++l) {
-        auto next = layer_step(l, grp, xs, rows, mb);
+      // A combine's residual must be an op on its chip.
+      if (v.k > 1)
+        for (uint32_t i = 0; i < v.k; ++i)
+          if (full[i].tr != no_id)
+            full[i] = {full[i].chip, materialise(full[i], model::global_layer, mb),
+                       no_id};
+      auto first = static_cast<uint32_t>(g * pl.layers_per_group);
+      auto last = std::min<uint32_t>(
+          s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
+      for (uint32_t l = first; l < last; ++l) {
+        if (l > first) {
+          if (v.k == 1) {
+            full = {avail{v.at(0, 0), slices[0], no_id}};
+          } else {
+            auto f = all_gather(v, slices, rows, mb);
+            if (!f)
+              return f.error();
+            for (uint32_t i = 0; i < v.k; ++i)
+              full[i] = {v.at(0, i), (*f)[i], no_id};
+          }
+        }
+        auto next = layer_step(l, v, full, rows, mb);
         if (!next)
           return next.error();
-        xs = std::move(*next);
+        slices = std::move(*next);
       }
     }
-    x = xs[0];
+    {
+      auto v = view_of(pl.groups.back());
+      uint32_t at = slices[0];
+      if (v.k > 1) {
+        auto f = all_gather(v, slices, rows, mb, /*only_first=*/true);
+        if (!f)
+          return f.error();
+        at = (*f)[0];
+      }
+      x = {v.at(0, 0), at, no_id};
+    }
     // Final norm on the last root; LM-head row slices; logits gathered on
     // the first head chip for the coordinator to sample.
     std::vector<uint32_t> fops, ftrs;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <vector>
 
 namespace lockstep::model {
@@ -58,6 +60,52 @@ TEST(block_rule, any_split_gives_the_same_bits) {
       float got = split(p, cuts);
       EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(ref))
           << "n=" << n << " ways=" << ways;
+    }
+  }
+}
+
+// Two-level reduction as the planner schedules groups wider than a node:
+// parts inside a "node" first combine into the canonical pieces of the
+// node's block range, then those pieces combine into the root.
+TEST(block_rule, hierarchical_combine_gives_the_same_bits) {
+  for (uint32_t n : {7u, 64u, 100u, 232u, 448u}) {
+    auto p = partials(n);
+    float ref = whole(p);
+    for (uint32_t nodes_n : {2u, 3u}) {
+      std::vector<tree_node> top_nodes;
+      std::vector<float> top_values;
+      for (uint32_t q = 0; q < nodes_n; ++q) {
+        uint32_t b0 = n * q / nodes_n, b1 = n * (q + 1) / nodes_n;
+        // Inside the node: four parts, each sending its maximal pieces.
+        std::vector<tree_node> in_nodes;
+        std::vector<float> in_values;
+        for (uint32_t i = 0; i < 4; ++i) {
+          uint32_t c0 = b0 + (b1 - b0) * i / 4, c1 = b0 + (b1 - b0) * (i + 1) / 4;
+          if (c1 <= c0)
+            continue;
+          for (auto node : canonical_pieces(n, c0, c1)) {
+            uint32_t end = std::min(node.first + node.count, n);
+            std::vector<float> local(p.begin() + node.first, p.begin() + end);
+            in_nodes.push_back(node);
+            in_values.push_back(tree_reduce_in_place(local));
+          }
+        }
+        for (auto piece : canonical_pieces(n, b0, b1)) {
+          std::vector<tree_node> sub;
+          std::vector<float> sub_values;
+          for (size_t i = 0; i < in_nodes.size(); ++i)
+            if (in_nodes[i].first >= piece.first &&
+                in_nodes[i].first < piece.first + piece.count) {
+              sub.push_back(in_nodes[i]);
+              sub_values.push_back(in_values[i]);
+            }
+          top_nodes.push_back(piece);
+          top_values.push_back(combine_into(n, piece, sub, sub_values));
+        }
+      }
+      float got = combine_nodes(n, top_nodes, top_values);
+      EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(ref))
+          << "n=" << n << " nodes=" << nodes_n;
     }
   }
 }

@@ -5,6 +5,8 @@
 #include "tests/planner/planner_fixture.hpp"
 
 #include <functional>
+#include <optional>
+#include <stdexcept>
 
 namespace lockstep::planner {
 namespace {
@@ -207,6 +209,101 @@ TEST_F(verifier, broken_multi_hop_route) {
   for (const auto& s : report.violations)
     all += s + "\n";
   EXPECT_VIOLATION(all, "route broken");
+}
+
+// Groups wider than a node reduce in two levels: partial combines inside
+// each node (outputs: canonical pieces of the node's block range), then a
+// root combine across nodes. The verifier follows where every part's
+// values come from.
+class two_level_verifier : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    config_.emplace(load("local-512"));
+    good_.emplace(make(*config_, "tiny-512").p);
+  }
+  static void TearDownTestSuite() {
+    good_.reset();
+    config_.reset();
+  }
+  static bool partial(const op& o) {
+    return o.kind == op_kind::combine && !o.parts.empty() &&
+           !(o.parts.front().first_block == 0 &&
+             o.parts.back().end_block == o.n_blocks);
+  }
+  std::string violations(const std::function<void(plan&)>& mutate) {
+    plan p = *good_;
+    mutate(p);
+    auto r = verify_plan(p, *config_);
+    std::string all;
+    for (const auto& v : r.violations)
+      all += v + "\n";
+    return all;
+  }
+  // A root combine that reads a partial combine of another chip.
+  static op& two_level_root(plan& p) {
+    for (auto& o : p.ops)
+      if (o.kind == op_kind::combine && !partial(o))
+        for (const auto& part : o.parts)
+          if (part.chip != o.chip)
+            for (auto t : o.after_transfers) {
+              auto prod = p.transfers[t].after_op;
+              if (prod != no_id && partial(p.ops[prod]))
+                return o;
+            }
+    throw std::runtime_error("no two-level combine");
+  }
+  static inline std::optional<cluster_config> config_;
+  static inline std::optional<plan> good_;
+};
+
+TEST_F(two_level_verifier, accepts_the_good_plan) {
+  plan p = *good_;
+  ASSERT_GT(p.tp_degree, config_->chips_per_node) << "needs groups over nodes";
+  EXPECT_NO_THROW(two_level_root(p));
+  EXPECT_EQ(violations([](plan&) {}), "");
+}
+
+TEST_F(two_level_verifier, partial_sums_used_as_the_activation) {
+  auto v = violations([](plan& p) {
+    for (auto& o : p.ops)
+      if (partial(o))
+        for (auto& reader : p.ops)
+          if (reader.chip == o.chip && reader.kind == op_kind::gather &&
+              reader.start_slot >= o.start_slot + o.duration_slots) {
+            reader.after_ops.push_back(o.id); // x assembled from partials
+            return;
+          }
+  });
+  EXPECT_VIOLATION(v, "partial sums read by");
+}
+
+TEST_F(two_level_verifier, part_claimed_from_the_wrong_chip) {
+  auto v = violations([](plan& p) {
+    auto& o = two_level_root(p);
+    for (auto& part : o.parts)
+      if (part.chip != o.chip) {
+        part.chip = o.chip == 0 ? 1 : 0; // not where the values come from
+        return;
+      }
+  });
+  EXPECT_VIOLATION(v, "no input carries the part");
+}
+
+TEST_F(two_level_verifier, partial_of_another_slice) {
+  auto v = violations([](plan& p) {
+    auto& o = two_level_root(p);
+    // The root combines slice [a, b) but reads a partial of other elements.
+    o.out_first += 1;
+  });
+  EXPECT_VIOLATION(v, "no input carries the part");
+}
+
+TEST_F(two_level_verifier, output_outside_the_vector) {
+  auto v = violations([](plan& p) {
+    auto& o = two_level_root(p);
+    o.out_end = p.spec.d_model + 1;
+  });
+  EXPECT_VIOLATION(v, "not a slice");
 }
 
 } // namespace

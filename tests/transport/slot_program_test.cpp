@@ -202,9 +202,17 @@ TEST(cq_data, encodes_slot_ids_and_widens_clock_values) {
   auto d = make_data(1234, 99'999);
   EXPECT_EQ(kind_of(d), kind::data);
   EXPECT_EQ(link_of(d), 1234u);
-  EXPECT_EQ(value_of(d), 99'999u);
+  EXPECT_EQ(slot_value_of(d), 99'999u);
+  // The largest link index and slot survive; neither spills into the kind.
+  auto top = make_data(uint32_t(link_mask), slot_mask);
+  EXPECT_EQ(kind_of(top), kind::data);
+  EXPECT_EQ(link_of(top), uint32_t(link_mask));
+  EXPECT_EQ(slot_value_of(top), slot_mask);
+  EXPECT_GE(link_mask + 1, slot_program::max_links);
   auto r = make_release(5, 7);
   EXPECT_EQ(kind_of(r), kind::release);
+  EXPECT_EQ(link_of(r), 5u);
+  EXPECT_EQ(slot_value_of(r), 7u);
   auto c = make_control(control::pong, 1023, 0x123456789abcull);
   EXPECT_EQ(control_of(c), control::pong);
   EXPECT_EQ(host_of(c), 1023u);

@@ -7,11 +7,15 @@
 //
 //   bits 63..62  kind: 0 data, 1 release (back-pressure credit), 2 control,
 //                3 raw (the benchmark's baseline; never sent by the transport)
-//   data:     61..48 link index (14 bits), 47..0 absolute slot
-//             (step * slotsPerStep + startSlot)
-//   release:  61..48 link index, 47..0 step released
+//   data:     61..42 link index (20 bits), 41..0 absolute slot
+//             (step * slotsPerStep + startSlot; 4.4e12 slots = 5 days of
+//             100 ns slots before the sender refuses to go on)
+//   release:  61..42 link index, 41..0 step released
 //   control:  61..58 subkind, 57..48 sending host, 47..0 value (clock, ns,
 //             truncated to 48 bits and widened by the reader)
+//
+// 20 link bits: a 1,500-chip plan uses ~20,000 directed links (reduce-
+// scatter and all-gather inside every node of every layer group).
 
 #include <cstdint>
 
@@ -20,15 +24,25 @@ namespace lockstep::transport::detail::cq_data {
 enum class kind : uint8_t { data = 0, release = 1, control = 2, raw = 3 };
 enum class control : uint8_t { ping, pong, sync_done, epoch, bye };
 
-inline constexpr uint64_t value_mask = (uint64_t{1} << 48) - 1;
+inline constexpr uint64_t value_mask = (uint64_t{1} << 48) - 1; // control
+inline constexpr unsigned link_bits = 20;
+inline constexpr uint64_t link_mask = (uint64_t{1} << link_bits) - 1;
+inline constexpr unsigned slot_bits = 62 - link_bits;
+inline constexpr uint64_t slot_mask = (uint64_t{1} << slot_bits) - 1;
 inline constexpr uint32_t max_hosts = 1024;
 
 constexpr kind kind_of(uint64_t d) {
   return static_cast<kind>(d >> 62);
 }
+/// Link index of a data or release completion.
 constexpr uint32_t link_of(uint64_t d) {
-  return static_cast<uint32_t>((d >> 48) & 0x3fff);
+  return static_cast<uint32_t>((d >> slot_bits) & link_mask);
 }
+/// Absolute slot (data) or step (release).
+constexpr uint64_t slot_value_of(uint64_t d) {
+  return d & slot_mask;
+}
+/// Value of a control completion.
 constexpr uint64_t value_of(uint64_t d) {
   return d & value_mask;
 }
@@ -39,12 +53,13 @@ constexpr uint32_t host_of(uint64_t d) {
   return static_cast<uint32_t>((d >> 48) & 0x3ff);
 }
 
+// REQUIRES: link <= link_mask, abs_slot / step <= slot_mask.
 constexpr uint64_t make_data(uint32_t link, uint64_t abs_slot) {
-  return (uint64_t{link & 0x3fff} << 48) | (abs_slot & value_mask);
+  return ((uint64_t{link} & link_mask) << slot_bits) | (abs_slot & slot_mask);
 }
 constexpr uint64_t make_release(uint32_t link, uint64_t step) {
-  return (uint64_t{1} << 62) | (uint64_t{link & 0x3fff} << 48) |
-         (step & value_mask);
+  return (uint64_t{1} << 62) | ((uint64_t{link} & link_mask) << slot_bits) |
+         (step & slot_mask);
 }
 constexpr uint64_t make_control(control c, uint32_t host, uint64_t value) {
   return (uint64_t{2} << 62) | (uint64_t{static_cast<uint8_t>(c)} << 58) |
