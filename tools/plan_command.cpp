@@ -2,6 +2,7 @@
 
 #include "tools/cli.hpp"
 
+#include "planner/critical_path.hpp"
 #include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/planner.hpp"
@@ -29,6 +30,17 @@ struct plan_cli_options {
   std::string db;
   std::string format = "text";
 };
+
+nlohmann::json critical_json(const planner::critical_path& c) {
+  return {{"compute_us", c.compute_us},
+          {"op_overhead_us", c.op_overhead_us},
+          {"link_latency_us", c.link_latency_us},
+          {"link_bytes_us", c.link_bytes_us},
+          {"slot_rounding_us", c.rounding_us},
+          {"waiting_us", c.waiting_us},
+          {"ops", c.ops},
+          {"hops", c.hops}};
+}
 
 nlohmann::json predicted_json(const planner::predictions& p) {
   return {{"token_latency_us", p.token_latency_us},
@@ -119,6 +131,7 @@ int run_plan(const plan_cli_options& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
           .count();
   const auto& p = result.p;
+  auto path = planner::critical_path_of(p, *config);
   auto hash = planner::plan_hash(*config, p);
   if (!o.trace.empty()) {
     std::ofstream out{o.trace};
@@ -168,6 +181,7 @@ int run_plan(const plan_cli_options& o) {
                      {"plan_hash", hash},
                      {"cache", cache_state},
                      {"predicted", predicted_json(p.predicted)},
+                     {"critical_path", critical_json(path)},
                      {"replanned", moves_json}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -194,6 +208,12 @@ int run_plan(const plan_cli_options& o) {
                     : 0.0,
                 pr.tokens_per_s_per_user, pr.aggregate_tokens_per_s, pr.ttft_ms,
                 pr.ttft_prompt_tokens);
+    std::printf("critical   %.1f us = compute %.1f + op overhead %.1f + link "
+                "latency %.1f + link bytes %.1f + slot rounding %.1f (%u ops, "
+                "%u hops)\n",
+                path.total_us(), path.compute_us, path.op_overhead_us,
+                path.link_latency_us, path.link_bytes_us, path.rounding_us,
+                path.ops, path.hops);
     std::printf("usage      links %.1f%% busy, SRAM %.1f%% full\n",
                 100 * pr.link_utilisation, 100 * pr.sram_utilisation);
     for (const auto& m : moves)

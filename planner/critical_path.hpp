@@ -1,0 +1,35 @@
+#pragma once
+
+// Where one token's latency goes: the chain of ops and transfers that ends
+// at micro-batch 0's logits gather, walked back through whichever input (or
+// busy chip or link) set each start, and summed by what the time was spent
+// on. Explains `latency / lower bound` (docs/planner.md).
+
+#include "planner/cluster_config.hpp"
+#include "planner/plan.hpp"
+
+#include <cstdint>
+
+namespace lockstep::planner {
+
+struct critical_path {
+  double compute_us = 0;      // ops: max(SRAM bytes, FLOPs) time
+  double op_overhead_us = 0;  // ops: the profile's fixed op overhead
+  double link_latency_us = 0; // transfers: per-hop latency
+  double link_bytes_us = 0;   // transfers: bytes / bandwidth
+  double rounding_us = 0;     // ops and transfers rounded up to whole slots
+  double waiting_us = 0;      // idle gaps (none in a list schedule)
+  uint32_t ops = 0;           // ops on the path
+  uint32_t hops = 0;          // transfers on the path
+  uint32_t compute_ops = 0;   // attention/mlp/lm_head ops on the path
+  double total_us() const {
+    return compute_us + op_overhead_us + link_latency_us + link_bytes_us +
+           rounding_us + waiting_us;
+  }
+};
+
+/// The critical path of micro-batch 0's token in `p` (a plan built for
+/// `config`). Zero if the plan has no logits gather.
+critical_path critical_path_of(const plan& p, const cluster_config& config);
+
+} // namespace lockstep::planner
