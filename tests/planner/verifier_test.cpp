@@ -14,6 +14,17 @@ namespace {
 using test::load;
 using test::make;
 
+// Applies `mutate` to a copy of a good plan; returns all violations.
+std::string violations_of(plan p, const cluster_config& config,
+                          const std::function<void(plan&)>& mutate) {
+  mutate(p);
+  auto r = verify_plan(p, config);
+  std::string all;
+  for (const auto& v : r.violations)
+    all += v + "\n";
+  return all;
+}
+
 class verifier : public ::testing::Test {
 protected:
   static void SetUpTestSuite() {
@@ -25,15 +36,8 @@ protected:
     delete config_;
   }
 
-  // Applies `mutate` to a copy of the good plan; returns all violations.
   std::string violations(const std::function<void(plan&)>& mutate) {
-    plan p = *good_;
-    mutate(p);
-    auto r = verify_plan(p, *config_);
-    std::string all;
-    for (const auto& v : r.violations)
-      all += v + "\n";
-    return all;
+    return violations_of(*good_, *config_, mutate);
   }
 
   const op& first(op_kind k) const {
@@ -231,13 +235,7 @@ protected:
              o.parts.back().end_block == o.n_blocks);
   }
   std::string violations(const std::function<void(plan&)>& mutate) {
-    plan p = *good_;
-    mutate(p);
-    auto r = verify_plan(p, *config_);
-    std::string all;
-    for (const auto& v : r.violations)
-      all += v + "\n";
-    return all;
+    return violations_of(*good_, *config_, mutate);
   }
   // A root combine that reads a partial combine of another chip.
   static op& two_level_root(plan& p) {
