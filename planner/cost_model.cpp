@@ -35,8 +35,11 @@ uint32_t to_slots(uint64_t ns, uint64_t slot_ns) {
   return static_cast<uint32_t>(std::max<uint64_t>(slots, 1));
 }
 
-double reduction_crossing_ns(const model::model_spec& spec,
-                             const link_profile& fastest) {
+namespace {
+
+// Least time (ns) for x to cross chips once.
+double crossing_ns(const model::model_spec& spec,
+                   const link_profile& fastest) {
   // Combined values (one f32 per element of x) reach a chip that needs all
   // of x either in one hop carrying whole vectors, or over at least two
   // hops in sequence (reduce-scatter, relays) — whatever the algorithm.
@@ -44,6 +47,8 @@ double reduction_crossing_ns(const model::model_spec& spec,
   double one_hop = fastest.latency_ns + act_bytes / fastest.bytes_per_s * 1e9;
   return std::min(one_hop, 2.0 * fastest.latency_ns);
 }
+
+} // namespace
 
 double lower_bound_token_latency_us(const model::model_spec& spec,
                                     uint32_t context, uint32_t chips,
@@ -76,7 +81,7 @@ double lower_bound_token_latency_us(const model::model_spec& spec,
     crossings = std::ceil(spec.n_layers / per_chip) - 1;
   }
   return compute_s * 1e6 +
-         crossings * reduction_crossing_ns(spec, fastest) * 1e-3;
+         crossings * crossing_ns(spec, fastest) * 1e-3;
 }
 
 } // namespace lockstep::planner

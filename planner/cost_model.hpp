@@ -39,9 +39,4 @@ double lower_bound_token_latency_us(const model::model_spec& spec,
                                     const chip_profile& chip,
                                     const link_profile& fastest);
 
-/// Least time (ns) for x to cross chips once: min(one hop with the whole
-/// f32 vector, two link latencies).
-double reduction_crossing_ns(const model::model_spec& spec,
-                             const link_profile& fastest);
-
 } // namespace lockstep::planner

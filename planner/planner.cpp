@@ -111,8 +111,9 @@ void predict(const cluster_config& config, topology& topo,
       p.spec, p.context, usable, config.chip, fastest);
 }
 
-caf::expected<plan_result> finish(const cluster_config& config, topology& topo,
-                                  const detail::placement& pl, plan p) {
+// `p` with placement `pl` recorded and its decode step scheduled.
+caf::expected<plan> scheduled(topology& topo, const detail::placement& pl,
+                              plan p) {
   uint32_t groups = static_cast<uint32_t>(pl.groups.size());
   p.micro_batches = std::min(p.batch, groups);
   record_placement(pl, p);
@@ -120,6 +121,20 @@ caf::expected<plan_result> finish(const cluster_config& config, topology& topo,
                              p.context, p.micro_batches};
   if (auto err = detail::build_schedule(in, p))
     return err;
+  return p;
+}
+
+// The first chip whose SRAM the plan overfills, or no_id.
+uint32_t first_overfull_chip(const cluster_config& config, const plan& p) {
+  for (uint32_t c = 0; c < config.chip_count(); ++c)
+    if (p.usage[c].total() > config.chip.sram_bytes)
+      return c;
+  return no_id;
+}
+
+// Predictions and the verifier's verdict for a scheduled plan.
+plan_result conclude(const cluster_config& config, topology& topo,
+                     const detail::placement& pl, plan p) {
   predict(config, topo, pl, p);
   plan_result r;
   r.verdict = verify_plan(p, config);
@@ -179,6 +194,7 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   constexpr size_t exact_trials = 6;
   std::string overflow;
   std::optional<size_t> best;
+  std::optional<plan> best_plan;
   uint32_t best_slots = 0;
   for (size_t i = 0; i < candidates->size(); ++i) {
     // Estimates within 1.5x of the best are worth an exact schedule.
@@ -186,33 +202,25 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
                                           1.5 * candidates->front().estimate_s))
       break;
     const auto& pl = (*candidates)[i];
-    plan trial = p;
-    trial.micro_batches = std::min<uint32_t>(
-        p.batch, static_cast<uint32_t>(pl.groups.size()));
-    record_placement(pl, trial);
-    detail::schedule_inputs in{&trial.spec, &topo,   &pl, trial.batch, 1,
-                               trial.context, trial.micro_batches};
-    if (auto err = detail::build_schedule(in, trial))
-      return err;
-    bool fits = true;
-    for (uint32_t c = 0; c < config.chip_count() && fits; ++c)
-      if (trial.usage[c].total() > config.chip.sram_bytes) {
-        fits = false;
-        overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
-                   ", chip " + transport::to_string(config.ref(c)) +
-                   " would need " + std::to_string(trial.usage[c].total()) +
-                   " bytes";
-      }
-    if (!fits)
+    auto trial = scheduled(topo, pl, p);
+    if (!trial)
+      return trial.error();
+    if (auto c = first_overfull_chip(config, *trial); c != no_id) {
+      overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
+                 ", chip " + transport::to_string(config.ref(c)) +
+                 " would need " + std::to_string(trial->usage[c].total()) +
+                 " bytes";
       continue;
-    uint32_t slots = first_token_end(trial);
+    }
+    uint32_t slots = first_token_end(*trial);
     if (!best || slots < best_slots) {
       best = i;
       best_slots = slots;
+      best_plan = std::move(*trial);
     }
   }
   if (best)
-    return finish(config, topo, (*candidates)[*best], p);
+    return conclude(config, topo, (*candidates)[*best], std::move(*best_plan));
   return caf::make_error(errc::infeasible, "model " + spec.name +
                                                " does not fit cluster " +
                                                config.name + ": " + overflow);
@@ -267,10 +275,10 @@ caf::expected<replan_result> replan(const cluster_config& config,
     std::set<uint32_t> blocked(failed.begin(), failed.end());
     blocked.insert(p.spares.begin(), p.spares.end());
     topo.block_relays(std::vector<uint32_t>(blocked.begin(), blocked.end()));
-    auto r = finish(config, topo, pl, std::move(p));
-    if (!r)
-      return r.error();
-    out.result = std::move(*r);
+    auto sp = scheduled(topo, pl, std::move(p));
+    if (!sp)
+      return sp.error();
+    out.result = conclude(config, topo, pl, std::move(*sp));
     return out;
   };
   if (!affected)
@@ -309,10 +317,7 @@ caf::expected<replan_result> replan(const cluster_config& config,
     auto r = attempt(spares[i]);
     if (!r)
       return r.error();
-    bool fits = true;
-    for (const auto& u : r->result.p.usage)
-      fits = fits && u.total() <= config.chip.sram_bytes;
-    if (fits)
+    if (first_overfull_chip(config, r->result.p) == no_id)
       return r;
     if (!first)
       first = std::move(*r);

@@ -50,58 +50,28 @@ int64_t topology::find(uint32_t src, uint32_t dst) const {
   return -1;
 }
 
-const topology::bfs_tree& topology::tree_to(uint32_t dst) {
-  // BFS over reversed edges gives, for every chip, the next hop towards dst
-  // and its distance; cached per destination.
-  auto it = parents_.find(dst);
-  if (it != parents_.end())
+const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
+  // BFS over reversed edges from dst; blocked chips get a distance (they may
+  // be a route's source) but are not expanded (never relays).
+  auto it = hops_.find(dst);
+  if (it != hops_.end())
     return it->second;
-  bfs_tree t;
-  t.next.assign(chip_count(), -1);
-  t.hops.assign(chip_count(), no_route);
+  std::vector<uint32_t> hops(chip_count(), no_route);
   std::deque<uint32_t> queue{dst};
-  t.hops[dst] = 0;
+  hops[dst] = 0;
   while (!queue.empty()) {
     auto v = queue.front();
     queue.pop_front();
     for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
-      uint32_t out = adj_links_[i]; // v -> u
-      uint32_t u = link_dst(out);
-      if (t.hops[u] != no_route)
+      uint32_t u = link_dst(adj_links_[i]);
+      if (hops[u] != no_route)
         continue;
-      t.hops[u] = t.hops[v] + 1;
-      t.next[u] = static_cast<int32_t>(out ^ 1u); // u -> v
-      // A blocked chip may still be a route's source, never a relay.
+      hops[u] = hops[v] + 1;
       if (!blocked_[u])
         queue.push_back(u);
     }
   }
-  return parents_.emplace(dst, std::move(t)).first->second;
-}
-
-const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
-  return tree_to(dst).hops;
-}
-
-std::vector<uint32_t> topology::route(uint32_t src, uint32_t dst, bool& ok) {
-  ok = true;
-  if (src == dst)
-    return {};
-  if (auto d = find(src, dst); d >= 0)
-    return {static_cast<uint32_t>(d)};
-  const auto& next = tree_to(dst).next;
-  std::vector<uint32_t> path;
-  uint32_t at = src;
-  while (at != dst) {
-    int32_t d = next[at];
-    if (d < 0) {
-      ok = false;
-      return {};
-    }
-    path.push_back(static_cast<uint32_t>(d));
-    at = link_dst(static_cast<uint32_t>(d));
-  }
-  return path;
+  return hops_.emplace(dst, std::move(hops)).first->second;
 }
 
 void topology::block_relays(const std::vector<uint32_t>& chips) {
@@ -109,7 +79,7 @@ void topology::block_relays(const std::vector<uint32_t>& chips) {
   for (auto c : chips)
     if (c < chip_count())
       blocked_[c] = true;
-  parents_.clear();
+  hops_.clear();
 }
 
 std::string topology::link_name(uint32_t d) const {

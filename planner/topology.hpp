@@ -1,10 +1,10 @@
 #pragma once
 
 // The chip graph of a cluster config: directed links with dense ids, and
-// shortest routes (fewest hops) between chips.
+// hop distances between chips (the schedule builder picks routes with them).
 //
 // Directed link d = 2 * i + (0 for a->b, 1 for b->a) of undirected link i.
-// Thread-safety: route() caches; not thread-safe.
+// Thread-safety: hops_to() caches; not thread-safe.
 
 #include "planner/cluster_config.hpp"
 
@@ -38,11 +38,6 @@ public:
   /// The directed link src -> dst, or -1 if they are not neighbours.
   int64_t find(uint32_t src, uint32_t dst) const;
 
-  /// Directed links of a fewest-hops route src -> dst (empty if src == dst),
-  /// ties broken towards lower chip ids; -1 in `ok` if unreachable.
-  /// Deterministic.
-  std::vector<uint32_t> route(uint32_t src, uint32_t dst, bool& ok);
-
   /// Hops from every chip to `dst` on routes that avoid blocked relays
   /// (no_route if unreachable). Cached per destination.
   static constexpr uint32_t no_route = 0xFFFFFFFFu;
@@ -52,7 +47,7 @@ public:
   bool may_relay(uint32_t chip) const { return !blocked_[chip]; }
 
   /// Chips that must not relay traffic (spares, failed chips): routes avoid
-  /// them. Clears cached routes.
+  /// them. Clears cached distances.
   void block_relays(const std::vector<uint32_t>& chips);
 
   /// "h3.c5->h4.c0".
@@ -62,13 +57,8 @@ private:
   const cluster_config* config_;
   std::vector<uint32_t> adj_offsets_; // CSR: neighbours of chip c
   std::vector<uint32_t> adj_links_;   // directed link ids, by neighbour id
-  // BFS trees towards each destination: the next link, and the hop count.
-  struct bfs_tree {
-    std::vector<int32_t> next;
-    std::vector<uint32_t> hops;
-  };
-  const bfs_tree& tree_to(uint32_t dst);
-  std::unordered_map<uint32_t, bfs_tree> parents_;
+  // Hops to each destination from every chip, by BFS; cached.
+  std::unordered_map<uint32_t, std::vector<uint32_t>> hops_;
   std::vector<bool> blocked_;
 };
 

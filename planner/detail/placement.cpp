@@ -62,14 +62,7 @@ reduction_shape reduction_shape_of(const model::model_spec& spec,
     uint32_t nb = model::blocks_of(attn ? spec.q_dim() : spec.d_ff);
     std::vector<std::pair<uint32_t, uint32_t>> ranges;
     for (uint32_t i = 0; i < k; ++i) {
-      std::pair<uint32_t, uint32_t> br;
-      if (attn) {
-        auto [h0, h1] = head_range(spec, k, i, aligned);
-        br = {h0 * spec.head_dim / model::reduction_block_elems,
-              h1 * spec.head_dim / model::reduction_block_elems};
-      } else {
-        br = block_range(spec.d_ff, k, i, aligned);
-      }
+      auto br = part_blocks(spec, k, i, aligned, attn);
       ranges.push_back(br);
       if (br.second > br.first)
         r.pieces = std::max<uint64_t>(
@@ -88,6 +81,16 @@ reduction_shape reduction_shape_of(const model::model_spec& spec,
     }
   }
   return r;
+}
+
+std::pair<uint32_t, uint32_t> part_blocks(const model::model_spec& spec,
+                                          uint32_t k, uint32_t i, bool aligned,
+                                          bool attention) {
+  if (!attention)
+    return block_range(spec.d_ff, k, i, aligned);
+  auto [h0, h1] = head_range(spec, k, i, aligned);
+  return {h0 * spec.head_dim / model::reduction_block_elems,
+          h1 * spec.head_dim / model::reduction_block_elems};
 }
 
 uint64_t arena_reserve_bytes(const model::model_spec& spec, uint32_t batch,

@@ -66,6 +66,11 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
 /// a whole number of heads; otherwise heads are split evenly.
 std::pair<uint32_t, uint32_t> head_range(const model::model_spec& spec,
                                          uint32_t k, uint32_t i, bool aligned);
+/// Reduction blocks [first, end) that chip i of k computes of the attention
+/// output (its heads' blocks of q_dim) or of the MLP down projection.
+std::pair<uint32_t, uint32_t> part_blocks(const model::model_spec& spec,
+                                          uint32_t k, uint32_t i, bool aligned,
+                                          bool attention);
 /// Reduction blocks [first, end) of a dimension of `dim` elements, part i of
 /// k (block boundaries; k may exceed the block count only if parts repeat).
 std::pair<uint32_t, uint32_t> block_range(uint32_t dim, uint32_t k,

@@ -20,6 +20,11 @@ uint64_t align8(uint64_t v) {
   return (v + 7) / 8 * 8;
 }
 
+// A store-and-forward copy reads and writes the framed bytes once.
+op_cost forward_cost(uint64_t framed_bytes) {
+  return {2.0 * double(framed_bytes), 0};
+}
+
 // Where an activation is available on a chip: produced there by an op, or
 // received there by a transfer.
 struct avail {
@@ -117,7 +122,7 @@ private:
       uint32_t a = topo_.link_src(d), b = topo_.link_dst(d);
       if (h > 0)
         prev_op = add_op(op_kind::forward, a, layer, mb,
-                         {2.0 * double(bytes), 0}, {}, {prev_tr});
+                         forward_cost(bytes), {}, {prev_tr});
       transfer t;
       t.id = static_cast<uint32_t>(p_.transfers.size());
       t.link = d;
@@ -157,9 +162,8 @@ private:
   uint32_t materialise(const avail& x, uint32_t layer, uint32_t mb) {
     if (x.tr == no_id)
       return x.op;
-    auto bytes = double(p_.transfers[x.tr].bytes);
-    return add_op(op_kind::forward, x.chip, layer, mb, {2 * bytes, 0}, {},
-                  {x.tr});
+    return add_op(op_kind::forward, x.chip, layer, mb,
+                  forward_cost(p_.transfers[x.tr].bytes), {}, {x.tr});
   }
 
   void add_shard(uint32_t chip, model::tensor_id id, model::shard_range r) {
@@ -213,7 +217,7 @@ private:
                  uint32_t layer, uint32_t mb);
   // All-gather inside each sub-group: every chip (or, with `only_first`,
   // chip 0 of the group) assembles full x from the slice holders.
-  caf::expected<std::vector<uint32_t>>
+  caf::expected<std::vector<avail>>
   all_gather(const group_view& v, const std::vector<uint32_t>& slices,
              uint32_t rows, uint32_t mb, bool only_first = false);
   // One layer on a group; `full` holds x on every chip, the result holds
@@ -250,7 +254,7 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
   }
   uint32_t limit = hops[src] + (hops[src] > 1 ? 1 : 0);
   uint32_t fwd_slots = to_slots(
-      op_duration_ns(cfg_.chip, s_.weight_dtype, {2.0 * double(bytes), 0}),
+      op_duration_ns(cfg_.chip, s_.weight_dtype, forward_cost(bytes)),
       slot_ns_);
   // State: (chip, hops taken). Labels are arrival slots.
   struct label {
@@ -478,10 +482,10 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
   return slices;
 }
 
-caf::expected<std::vector<uint32_t>>
+caf::expected<std::vector<avail>>
 builder::all_gather(const group_view& v, const std::vector<uint32_t>& slices,
                     uint32_t rows, uint32_t mb, bool only_first) {
-  std::vector<uint32_t> full(v.k, no_id);
+  std::vector<avail> full(v.k);
   uint64_t act = uint64_t{s_.d_model} * rows * 4;
   for (uint32_t q = 0; q < v.subs; ++q)
     for (uint32_t j = 0; j < v.s; ++j) {
@@ -498,8 +502,10 @@ builder::all_gather(const group_view& v, const std::vector<uint32_t>& slices,
           return tr.error();
         trs.push_back(*tr);
       }
-      full[q * v.s + j] = add_op(op_kind::gather, t, model::global_layer, mb,
-                                 {2.0 * act, 0}, {slices[q * v.s + j]}, trs);
+      full[q * v.s + j] = {t,
+                           add_op(op_kind::gather, t, model::global_layer, mb,
+                                  {2.0 * act, 0}, {slices[q * v.s + j]}, trs),
+                           no_id};
     }
   return full;
 }
@@ -520,19 +526,15 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
     uint32_t nb = model::blocks_of(attn ? s_.q_dim() : s_.d_ff);
     std::vector<input> parts(k);
     for (uint32_t i = 0; i < k; ++i) {
-      uint32_t b0, b1;
+      auto [b0, b1] = part_blocks(s_, k, i, in_.place->aligned_splits, attn);
       op_cost cost;
       if (attn) {
         auto [h0, h1] = head_range(s_, k, i, in_.place->aligned_splits);
-        b0 = h0 * hd / model::reduction_block_elems;
-        b1 = h1 * hd / model::reduction_block_elems;
         double kvh = h1 > h0 ? (h1 - 1) / group - h0 / group + 1 : 0;
         double params = double(s_.d_model) * hd * (2.0 * (h1 - h0) + 2.0 * kvh);
         cost.bytes = params * elem + kvh * hd * 2 * 4 * ctx * seqs + 2.0 * act;
         cost.flops = 2.0 * params * rows + 4.0 * rows * ctx * (h1 - h0) * hd;
       } else {
-        std::tie(b0, b1) =
-            block_range(s_.d_ff, k, i, in_.place->aligned_splits);
         double params =
             3.0 * double(s_.d_model) * (b1 - b0) * model::reduction_block_elems;
         cost.bytes = params * elem + 2.0 * act;
@@ -562,8 +564,7 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
       auto f = all_gather(v, slices, rows, mb);
       if (!f)
         return f.error();
-      for (uint32_t i = 0; i < k; ++i)
-        full[i] = {(*v.chips)[i], (*f)[i], no_id};
+      full = std::move(*f);
     }
   }
   return slices;
@@ -616,6 +617,11 @@ caf::error builder::run() {
             return moved.error();
           full[i] = *moved;
         }
+        // A combine's residual must be an op on its chip.
+        if (v.k > 1)
+          for (auto& f : full)
+            if (f.tr != no_id)
+              f = {f.chip, materialise(f, model::global_layer, mb), no_id};
       } else {
         std::vector<uint32_t> in(v.k);
         for (uint32_t i = 0; i < v.k; ++i) {
@@ -631,16 +637,9 @@ caf::error builder::run() {
           auto f = all_gather(v, in, rows, mb);
           if (!f)
             return f.error();
-          for (uint32_t i = 0; i < v.k; ++i)
-            full[i] = {v.at(0, i), (*f)[i], no_id};
+          full = std::move(*f);
         }
       }
-      // A combine's residual must be an op on its chip.
-      if (v.k > 1)
-        for (uint32_t i = 0; i < v.k; ++i)
-          if (full[i].tr != no_id)
-            full[i] = {full[i].chip, materialise(full[i], model::global_layer, mb),
-                       no_id};
       auto first = static_cast<uint32_t>(g * pl.layers_per_group);
       auto last = std::min<uint32_t>(
           s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
@@ -652,8 +651,7 @@ caf::error builder::run() {
             auto f = all_gather(v, slices, rows, mb);
             if (!f)
               return f.error();
-            for (uint32_t i = 0; i < v.k; ++i)
-              full[i] = {v.at(0, i), (*f)[i], no_id};
+            full = std::move(*f);
           }
         }
         auto next = layer_step(l, v, full, rows, mb);
@@ -662,16 +660,13 @@ caf::error builder::run() {
         slices = std::move(*next);
       }
     }
-    {
-      auto v = view_of(pl.groups.back());
-      uint32_t at = slices[0];
-      if (v.k > 1) {
-        auto f = all_gather(v, slices, rows, mb, /*only_first=*/true);
-        if (!f)
-          return f.error();
-        at = (*f)[0];
-      }
-      x = {v.at(0, 0), at, no_id};
+    if (auto v = view_of(pl.groups.back()); v.k == 1) {
+      x = {v.at(0, 0), slices[0], no_id};
+    } else {
+      auto f = all_gather(v, slices, rows, mb, /*only_first=*/true);
+      if (!f)
+        return f.error();
+      x = (*f)[0];
     }
     // Final norm on the last root; LM-head row slices; logits gathered on
     // the first head chip for the coordinator to sample.
