@@ -147,7 +147,7 @@ int run_kernels(int argc, char** argv) {
     uint32_t t = 32;
     std::vector<float> x(size_t{t} * w.cols(), 0.5f), y(size_t{t} * w.rows());
     double s = median_seconds(9, [&] {
-      model::matmul({x.data(), t, w.cols(), &w}, y.data(), w.rows());
+      model::matmul({x.data(), t, w.cols(), w.view()}, y.data(), w.rows());
     });
     double gflops = 2.0 * t * w.rows() * w.cols() / s / 1e9;
     out["matmul_gflops_cached"] = gflops;
@@ -164,7 +164,7 @@ int run_kernels(int argc, char** argv) {
     for (unsigned threads : {1u, 2u}) {
       model::worker_pool pool{threads};
       double hs = median_seconds(5, [&] {
-        model::matmul({hx.data(), 1, head.cols(), &head, &pool}, hy.data(),
+        model::matmul({hx.data(), 1, head.cols(), head.view(), &pool}, hy.data(),
                       head.rows());
       });
       double gbs = head.bytes().size() / hs / 1e9;

@@ -6,6 +6,10 @@
 // definitions; changing any of them changes results and must bump
 // `determinism_rule_version`.
 
+#include "model/errc.hpp"
+
+#include <caf/expected.hpp>
+
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -57,21 +61,63 @@ std::vector<tree_node> canonical_pieces(uint32_t n_blocks, uint32_t begin,
 /// returns the node's value. `p` is clobbered.
 float tree_reduce_in_place(std::span<float> p);
 
+/// How the node values held by the parts of a split reduction combine, in
+/// canonical tree order, into the root (a root combine) or into the maximal
+/// tree nodes of the parts' block range (a partial combine, whose outputs a
+/// root combine elsewhere consumes as one part). Compiled once from the
+/// input nodes, which it validates — in every build type, since they come
+/// from plans and the wire — and then evaluated per element with no search
+/// and no recursion.
+class combine_rule {
+public:
+  /// `inputs`: the tree nodes whose values arrive, in the order they are
+  /// passed to eval. Root: they must partition [0, n_blocks). Partial
+  /// (`root == false`): they must partition a contiguous range [b0, b1);
+  /// the outputs are canonical_pieces(n_blocks, b0, b1).
+  /// Errors: model::errc::invalid_split naming the offending node or the
+  /// uncovered block (not a tree node, overlapping, gap, outside the
+  /// reduction).
+  static caf::expected<combine_rule> make(uint32_t n_blocks,
+                                          std::span<const tree_node> inputs,
+                                          bool root = true);
+
+  uint32_t n_blocks() const noexcept { return n_blocks_; }
+  size_t inputs() const noexcept { return n_inputs_; }
+  /// Output nodes, in order (the root alone for a root combine).
+  const std::vector<tree_node>& outputs() const noexcept { return outputs_; }
+
+  /// out[o] for o < outputs().size() from in[i] for i < inputs().
+  /// `scratch` holds at least scratch_size() floats.
+  void eval(const float* in, float* out, float* scratch) const;
+  size_t scratch_size() const noexcept { return n_inputs_ + adds_.size(); }
+
+private:
+  struct add {
+    uint32_t left, right; // value slots; slot i < inputs is input i
+  };
+  uint32_t n_blocks_ = 0;
+  size_t n_inputs_ = 0;
+  std::vector<add> adds_;           // slot inputs + k = adds_[k] evaluated
+  std::vector<uint32_t> out_slots_; // per output node
+  std::vector<tree_node> outputs_;
+};
+
 /// Combines node values that together cover all `n_blocks` blocks (in any
 /// order) into the root value, in canonical tree order.
-/// REQUIRES: `nodes` partition [0, n_blocks) into tree nodes; values[i] is the
-/// value of nodes[i].
-float combine_nodes(uint32_t n_blocks, std::span<const tree_node> nodes,
-                    std::span<const float> values);
+/// Errors: invalid_split when `nodes` do not partition [0, n_blocks) into
+/// tree nodes, or sizes differ.
+caf::expected<float> combine_nodes(uint32_t n_blocks,
+                                   std::span<const tree_node> nodes,
+                                   std::span<const float> values);
 
 /// The value of tree node `target` from node values that partition its
 /// blocks, in canonical tree order: a hierarchical reduction (combine each
 /// node's pieces first, the pieces later) gives the same bits as
 /// `combine_nodes` on all of them at once.
-/// REQUIRES: `nodes` partition target's blocks (within n_blocks) into tree
-/// nodes nested in `target`; values[i] is the value of nodes[i].
-float combine_into(uint32_t n_blocks, tree_node target,
-                   std::span<const tree_node> nodes,
-                   std::span<const float> values);
+/// Errors: invalid_split when `nodes` do not partition target's blocks
+/// (within n_blocks) into tree nodes nested in `target`.
+caf::expected<float> combine_into(uint32_t n_blocks, tree_node target,
+                                  std::span<const tree_node> nodes,
+                                  std::span<const float> values);
 
 } // namespace lockstep::model

@@ -16,6 +16,7 @@ enum class errc : uint8_t {
   invalid_shard,     // a shard range is off the tensor or off block bounds
   invalid_argument,  // a bad argument to the engine or sampler
   context_full,      // a sequence would exceed max_context
+  invalid_split,     // a split or combine breaks the determinism rule
 };
 
 const char* to_string(errc code);

@@ -61,7 +61,7 @@ private:
 };
 
 // Pointer to local row r of `w` as f32, converting into `tmp` if needed.
-inline const float* row_f32(const tensor& w, uint32_t r,
+inline const float* row_f32(const tensor_view& w, uint32_t r,
                             std::vector<float>& tmp) {
   if (w.type() == dtype::f32)
     return reinterpret_cast<const float*>(w.row(r).data());
@@ -100,28 +100,64 @@ float sum(const float* v, uint32_t n) {
 
 namespace {
 
-// Rows [r0, r1) of a whole-reduction matmul.
-void matmul_rows(const matmul_args& a, uint32_t r0, uint32_t r1, float* y,
-                 uint32_t ldy) {
-  const tensor& w = *a.w;
-  uint32_t k = w.cols();
-  uint32_t nb = blocks_of(k);
-  bool full_blocks = k % B == 0;
-  std::vector<float> tmp(w.type() == dtype::f32 ? 0 : k);
-  partial_buffer p{nb};
+// The canonical pieces of a shard as block ranges relative to its first
+// block: piece q sums local blocks [first[q], end[q]).
+struct piece_layout {
+  std::vector<tree_node> nodes;
+  std::vector<uint32_t> first, end;
+  uint32_t local_blocks = 0;
+  uint32_t first_block = 0;
+  uint32_t full_cols = 0;
+};
+
+piece_layout layout_of(const tensor_view& w) {
+  piece_layout pl;
+  pl.full_cols = w.full_shape().cols;
+  uint32_t n_blocks = blocks_of(pl.full_cols);
+  pl.first_block = w.range().col_begin / B;
+  uint32_t end_block = blocks_of(w.range().col_end);
+  pl.local_blocks = end_block - pl.first_block;
+  pl.nodes = canonical_pieces(n_blocks, pl.first_block, end_block);
+  for (const auto& n : pl.nodes) {
+    pl.first.push_back(n.first - pl.first_block);
+    pl.end.push_back(std::min(n.first + n.count, n_blocks) - pl.first_block);
+  }
+  return pl;
+}
+
+// Rows [r0, r1) of a matmul over the shard's blocks: per (token, row) the
+// block partials by the rule, reduced into each piece in canonical order;
+// `store(t, r, q, value)` puts piece q of (t, r) where it belongs. The one
+// implementation behind matmul and matmul_pieces.
+template <class Store>
+void pieces_rows(const matmul_args& a, const piece_layout& pl, uint32_t r0,
+                 uint32_t r1, Store&& store) {
+  const tensor_view& w = a.w;
+  std::vector<float> tmp(w.type() == dtype::f32 ? 0 : w.cols());
+  partial_buffer p{pl.local_blocks};
+  // Only a reduction's last block may be short (and only if the shard
+  // reaches the tensor's end).
+  bool full_blocks = (uint64_t{pl.first_block} + pl.local_blocks) * B <=
+                     uint64_t{pl.full_cols};
+  size_t n_pieces = pl.nodes.size();
   for (uint32_t r = r0; r < r1; ++r) {
     const float* wr = row_f32(w, r, tmp);
     for (uint32_t t = 0; t < a.tokens; ++t) {
       const float* xt = a.x + size_t{t} * a.ldx;
       if (full_blocks) {
-        for (uint32_t i = 0; i < nb; ++i)
+        for (uint32_t i = 0; i < pl.local_blocks; ++i)
           p.data()[i] = full_block_dot(wr + i * B, xt + i * B);
       } else {
-        for (uint32_t i = 0; i < nb; ++i)
-          p.data()[i] =
-              any_block_dot(wr + i * B, xt + i * B, std::min(B, k - i * B));
+        for (uint32_t i = 0; i < pl.local_blocks; ++i) {
+          uint32_t global_first = (pl.first_block + i) * B;
+          uint32_t len = std::min(B, pl.full_cols - global_first);
+          p.data()[i] = any_block_dot(wr + i * B, xt + i * B, len);
+        }
       }
-      y[size_t{t} * ldy + r] = tree_reduce_in_place(p.span());
+      for (size_t q = 0; q < n_pieces; ++q)
+        store(t, r, q,
+              tree_reduce_in_place(
+                  p.span().subspan(pl.first[q], pl.end[q] - pl.first[q])));
     }
   }
 }
@@ -129,57 +165,62 @@ void matmul_rows(const matmul_args& a, uint32_t r0, uint32_t r1, float* y,
 // Below this many weight bytes, waking threads costs more than it saves.
 constexpr size_t parallel_min_bytes = size_t{1} << 20;
 
-} // namespace
-
-void matmul(const matmul_args& a, float* y, uint32_t ldy) {
-  const tensor& w = *a.w;
-  assert(w.cols() == w.full_shape().cols);
-  uint32_t rows = w.rows();
+// Runs body(r0, r1) over the shard's rows, split over the pool when worth it.
+template <class Body>
+void split_rows(const matmul_args& a, Body&& body) {
+  uint32_t rows = a.w.rows();
   if (a.pool == nullptr || a.pool->size() == 1 ||
-      w.bytes().size() < parallel_min_bytes) {
-    matmul_rows(a, 0, rows, y, ldy);
+      a.w.bytes().size() < parallel_min_bytes) {
+    body(0u, rows);
     return;
   }
   // A few chunks per thread balance load on a shared machine.
   unsigned chunks = a.pool->size() * 4;
   a.pool->run(chunks, [&](unsigned c) {
-    uint32_t r0 = static_cast<uint32_t>(uint64_t{rows} * c / chunks);
-    uint32_t r1 = static_cast<uint32_t>(uint64_t{rows} * (c + 1) / chunks);
-    matmul_rows(a, r0, r1, y, ldy);
+    body(static_cast<uint32_t>(uint64_t{rows} * c / chunks),
+         static_cast<uint32_t>(uint64_t{rows} * (c + 1) / chunks));
   });
 }
 
-std::vector<float> matmul_pieces(const matmul_args& a,
-                                 std::vector<tree_node>& pieces) {
-  const tensor& w = *a.w;
-  uint32_t full_k = w.full_shape().cols;
-  uint32_t n_blocks = blocks_of(full_k);
-  uint32_t first_block = w.range().col_begin / B;
-  uint32_t end_block = blocks_of(w.range().col_end);
-  pieces = canonical_pieces(n_blocks, first_block, end_block);
-  uint32_t local_blocks = end_block - first_block;
-  std::vector<float> out(size_t{a.tokens} * w.rows() * pieces.size());
-  std::vector<float> tmp(w.type() == dtype::f32 ? 0 : w.cols());
-  partial_buffer p{local_blocks};
-  for (uint32_t r = 0; r < w.rows(); ++r) {
-    const float* wr = row_f32(w, r, tmp);
-    for (uint32_t t = 0; t < a.tokens; ++t) {
-      const float* xt = a.x + size_t{t} * a.ldx;
-      for (uint32_t i = 0; i < local_blocks; ++i) {
-        uint32_t global_first = (first_block + i) * B;
-        uint32_t len = std::min(B, full_k - global_first);
-        p.data()[i] = any_block_dot(wr + i * B, xt + i * B, len);
-      }
-      float* dst = out.data() + (size_t{t} * w.rows() + r) * pieces.size();
-      for (size_t q = 0; q < pieces.size(); ++q) {
-        uint32_t begin = pieces[q].first - first_block;
-        uint32_t end =
-            std::min(pieces[q].first + pieces[q].count, n_blocks) - first_block;
-        dst[q] = tree_reduce_in_place(p.span().subspan(begin, end - begin));
-      }
+} // namespace
+
+void matmul(const matmul_args& a, float* y, uint32_t ldy) {
+  assert(a.w.cols() == a.w.full_shape().cols);
+  auto pl = layout_of(a.w);
+  split_rows(a, [&](uint32_t r0, uint32_t r1) {
+    pieces_rows(a, pl, r0, r1, [&](uint32_t t, uint32_t r, size_t, float v) {
+      y[size_t{t} * ldy + r] = v;
+    });
+  });
+}
+
+std::vector<tree_node> shard_pieces(const tensor_view& w) {
+  return layout_of(w).nodes;
+}
+
+void matmul_pieces(const matmul_args& a, const piece_output& out) {
+  auto pl = layout_of(a.w);
+  size_t n_pieces = pl.nodes.size();
+  split_rows(a, [&](uint32_t r0, uint32_t r1) {
+    // Rows of one call stay inside slices: find the slice of r0 once and
+    // walk forward.
+    size_t j = 0;
+    while (out.cuts[j + 1] <= r0)
+      ++j;
+    for (uint32_t r = r0; r < r1;) {
+      uint32_t slice_end = std::min(r1, out.cuts[j + 1]);
+      uint32_t first = out.cuts[j];
+      uint32_t width = out.cuts[j + 1] - first;
+      float* dst = out.dst[j];
+      pieces_rows(a, pl, r, slice_end,
+                  [&](uint32_t t, uint32_t row, size_t q, float v) {
+                    dst[(size_t{t} * width + (row - first)) * n_pieces + q] =
+                        v;
+                  });
+      r = slice_end;
+      ++j;
     }
-  }
-  return out;
+  });
 }
 
 void rms_norm(const float* x, const float* w, uint32_t n, float eps,
@@ -193,6 +234,7 @@ void rms_norm(const float* x, const float* w, uint32_t n, float eps,
 
 rope_table::rope_table(uint32_t head_dim, double theta, uint32_t max_positions)
     : half_(head_dim / 2)
+    , positions_(max_positions)
     , cos_(size_t{max_positions} * half_)
     , sin_(size_t{max_positions} * half_) {
   double log_theta = det::log(theta);

@@ -42,7 +42,7 @@ struct matmul_args {
   const float* x = nullptr; // [tokens x ldx], column 0 = reduction column c0
   uint32_t tokens = 0;
   uint32_t ldx = 0; // floats between tokens in x
-  const tensor* w = nullptr;
+  tensor_view w;
   /// Optional: split output rows over these threads (never changes bits).
   worker_pool* pool = nullptr;
 };
@@ -52,12 +52,28 @@ struct matmul_args {
 /// y is [tokens x ldy].
 void matmul(const matmul_args& a, float* y, uint32_t ldy);
 
-/// For a shard covering part of the reduction: the values of the canonical
-/// tree nodes `canonical_pieces(n_blocks, c0/B, c1/B)` for every (t, r), laid
-/// out [tokens][rows][pieces]. Combining the pieces of all parts with
-/// `combine_nodes` gives exactly the bits `matmul` gives on the whole tensor.
-std::vector<float> matmul_pieces(const matmul_args& a,
-                                 std::vector<tree_node>& pieces);
+/// The canonical tree nodes whose values a shard's matmul produces:
+/// `canonical_pieces(n_blocks, c0/B, c1/B)` of its column range. A shard
+/// covering the whole reduction yields the root alone.
+std::vector<tree_node> shard_pieces(const tensor_view& w);
+
+/// Where the results of a matmul over part of its reduction go. Local output
+/// rows (features) [cuts[j], cuts[j+1]) go to dst[j], laid out
+/// [token][row - cuts[j]][piece], `pieces` values per (token, row): so each
+/// slice of the output is one contiguous buffer (a reduce-scatter sends
+/// slice j to chip j without a copy).
+struct piece_output {
+  std::span<const uint32_t> cuts; // s + 1 boundaries: 0 = cuts[0] < ... = rows
+  std::span<float* const> dst;    // s destinations
+};
+
+/// For every (token, local row): the values of shard_pieces(a.w), in order.
+/// Combining the pieces of all parts in canonical order (combine_rule) gives
+/// exactly the bits `matmul` gives on the whole tensor; for a shard covering
+/// the whole reduction the one piece *is* matmul's value.
+/// REQUIRES: out.cuts as documented, dst[j] holds tokens x (cuts[j+1] -
+/// cuts[j]) x pieces floats.
+void matmul_pieces(const matmul_args& a, const piece_output& out);
 
 /// out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * w[i], i < n.
 void rms_norm(const float* x, const float* w, uint32_t n, float eps,
@@ -71,10 +87,14 @@ public:
   rope_table(uint32_t head_dim, double theta, uint32_t max_positions);
 
   /// Rotates `n_heads` heads of `head_dim` floats in place.
+  /// REQUIRES: position < positions().
   void apply(float* x, uint32_t n_heads, uint32_t position) const;
+
+  uint32_t positions() const noexcept { return positions_; }
 
 private:
   uint32_t half_ = 0;
+  uint32_t positions_ = 0;
   std::vector<float> cos_; // [position][half]
   std::vector<float> sin_;
 };

@@ -19,6 +19,8 @@ const char* to_string(errc code) {
     return "invalid_argument";
   case errc::context_full:
     return "context_full";
+  case errc::invalid_split:
+    return "invalid_split";
   }
   return "unknown";
 }

@@ -1,19 +1,25 @@
 #include "model/reference_engine.hpp"
 
-#include <cmath>
 #include <string>
 
 namespace lockstep::model {
 
 namespace {
 
-const float* f32_data(const tensor& t) {
-  return reinterpret_cast<const float*>(t.bytes().data());
+combine_rule whole_root(uint32_t dim) {
+  uint32_t nb = blocks_of(dim);
+  tree_node root{0, tree_span(nb)};
+  return *combine_rule::make(nb, {&root, 1}); // one node: always valid
 }
 
-void add_in_place(float* x, const float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    x[i] = x[i] + y[i];
+attention_shard attention_of(const model_spec& s, const layer_weights& lw) {
+  return {lw.attn_norm.view(), lw.wq.view(), lw.wk.view(), lw.wv.view(),
+          lw.wo.view(),        0,            s.n_heads};
+}
+
+mlp_shard mlp_of(const layer_weights& lw) {
+  return {lw.mlp_norm.view(), lw.w_gate.view(), lw.w_up.view(),
+          lw.w_down.view()};
 }
 
 } // namespace
@@ -23,12 +29,9 @@ reference_engine::reference_engine(const model_weights& weights,
     : w_(weights)
     , rope_(weights.spec.head_dim, weights.spec.rope_theta,
             weights.spec.max_context)
-    , pool_(std::make_unique<worker_pool>(threads == 0 ? 1 : threads)) {
-  const auto& s = w_.spec;
-  scratch_.resize(s.max_context +
-                  (size_t{blocks_of(s.max_context)} + block_lanes) *
-                      s.head_dim);
-}
+    , pool_(std::make_unique<worker_pool>(threads == 0 ? 1 : threads))
+    , attn_root_(whole_root(weights.spec.q_dim()))
+    , mlp_root_(whole_root(weights.spec.d_ff)) {}
 
 sequence_state reference_engine::new_sequence() const {
   sequence_state seq;
@@ -72,106 +75,92 @@ reference_engine::forward(std::span<const sequence_chunk> batch) {
   if (n_tok == 0)
     return caf::make_error(errc::invalid_argument, "empty batch");
 
-  x_.resize(n_tok * s.d_model);
-  xn_.resize(n_tok * s.d_model);
-  q_.resize(n_tok * s.q_dim());
-  k_.resize(n_tok * s.kv_dim());
-  v_.resize(n_tok * s.kv_dim());
-  attn_.resize(n_tok * s.q_dim());
-  ffn_a_.resize(n_tok * s.d_ff);
-  ffn_b_.resize(n_tok * s.d_ff);
-  tok_seq_.clear();
-  tok_pos_.clear();
-  size_t t = 0;
-  for (const auto& c : batch) {
+  // The step's rows: sequence = batch entry, position = where the token
+  // goes; the last row of each chunk emits logits.
+  rows_.clear();
+  seqs_.clear();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto& c = batch[i];
+    seqs_.push_back(c.seq);
     uint32_t new_len = c.seq->length_ + static_cast<uint32_t>(c.tokens.size());
     for (uint32_t l = 0; l < s.n_layers; ++l) {
       c.seq->k_[l].resize(size_t{new_len} * s.kv_dim());
       c.seq->v_[l].resize(size_t{new_len} * s.kv_dim());
     }
-    for (size_t j = 0; j < c.tokens.size(); ++j, ++t) {
-      tok_seq_.push_back(c.seq);
-      tok_pos_.push_back(c.seq->length_ + static_cast<uint32_t>(j));
-      w_.tok_embedding.to_f32(static_cast<uint32_t>(c.tokens[j]), 0, s.d_model,
-                              x_.data() + t * s.d_model);
-    }
+    for (size_t j = 0; j < c.tokens.size(); ++j)
+      rows_.push_back({c.tokens[j],
+                       c.seq->length_ + static_cast<uint32_t>(j),
+                       static_cast<uint32_t>(i),
+                       row_active |
+                           (j + 1 == c.tokens.size() ? row_emits : 0u)});
   }
+  x_.resize(n_tok * s.d_model);
+  y_.resize(n_tok * s.d_model);
+  scratch_.resize(std::max(
+      attention_scratch_floats(s, s.n_heads, s.n_kv_heads,
+                               static_cast<uint32_t>(n_tok), s.max_context),
+      mlp_scratch_floats(s, s.d_ff, static_cast<uint32_t>(n_tok))));
+  auto held = embed_rows(w_.tok_embedding.view(), rows_, x_.data());
+  if (!held)
+    return held.error();
 
   for (uint32_t l = 0; l < s.n_layers; ++l)
-    layer_forward(l, static_cast<uint32_t>(n_tok));
+    if (auto err = layer_forward(l))
+      return err; // inputs were validated above: a broken invariant
 
-  // Final norm and LM head for the last token of each chunk only.
+  // Final norm and LM head for the emitting rows (each chunk's last).
   std::vector<std::vector<float>> logits;
   logits.reserve(batch.size());
   std::vector<float> normed(s.d_model);
-  t = 0;
-  for (const auto& c : batch) {
-    t += c.tokens.size();
-    rms_norm(x_.data() + (t - 1) * s.d_model, f32_data(w_.final_norm),
-             s.d_model, s.rms_eps, normed.data());
+  for (size_t t = 0; t < rows_.size(); ++t) {
+    if ((rows_[t].flags & row_emits) == 0)
+      continue;
+    final_norm(s, w_.final_norm.view(), x_.data() + t * s.d_model,
+               normed.data());
     std::vector<float> out(s.vocab);
-    matmul({normed.data(), 1, s.d_model, &w_.lm_head, pool_.get()}, out.data(),
-           s.vocab);
+    lm_head_rows(w_.lm_head.view(), normed.data(), 1, out.data(), s.vocab,
+                 pool_.get());
     logits.push_back(std::move(out));
-    c.seq->length_ += static_cast<uint32_t>(c.tokens.size());
   }
+  for (const auto& c : batch)
+    c.seq->length_ += static_cast<uint32_t>(c.tokens.size());
   return logits;
 }
 
-void reference_engine::layer_forward(uint32_t layer, uint32_t n_tok) {
+caf::error reference_engine::layer_forward(uint32_t layer) {
   const auto& s = w_.spec;
   const auto& lw = w_.layers[layer];
-  const uint32_t d = s.d_model;
-  const uint32_t qd = s.q_dim();
-  const uint32_t kvd = s.kv_dim();
-  const uint32_t hd = s.head_dim;
-  const uint32_t group = s.n_heads / s.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  auto n = static_cast<uint32_t>(rows_.size());
+  uint32_t d = s.d_model;
+  const uint32_t cuts[] = {0, d};
+  float* y = y_.data();
+  piece_output out{cuts, {&y, 1}};
+  const float* part = y;
+  const uint32_t one_node = 1;
 
-  // Attention block.
-  for (uint32_t t = 0; t < n_tok; ++t)
-    rms_norm(x_.data() + size_t{t} * d, f32_data(lw.attn_norm), d, s.rms_eps,
-             xn_.data() + size_t{t} * d);
-  matmul({xn_.data(), n_tok, d, &lw.wq, pool_.get()}, q_.data(), qd);
-  matmul({xn_.data(), n_tok, d, &lw.wk, pool_.get()}, k_.data(), kvd);
-  matmul({xn_.data(), n_tok, d, &lw.wv, pool_.get()}, v_.data(), kvd);
-  // RoPE, then every token's K/V goes into its cache before any attention
-  // reads it: a token attends to positions [0, pos], all written by now.
-  for (uint32_t t = 0; t < n_tok; ++t) {
-    rope_.apply(q_.data() + size_t{t} * qd, s.n_heads, tok_pos_[t]);
-    rope_.apply(k_.data() + size_t{t} * kvd, s.n_kv_heads, tok_pos_[t]);
-    auto* seq = tok_seq_[t];
-    std::copy_n(k_.data() + size_t{t} * kvd, kvd,
-                seq->k_[layer].data() + size_t{tok_pos_[t]} * kvd);
-    std::copy_n(v_.data() + size_t{t} * kvd, kvd,
-                seq->v_[layer].data() + size_t{tok_pos_[t]} * kvd);
+  // This layer's KV slice: all kv heads, one sequence per batch entry.
+  k_ptrs_.clear();
+  v_ptrs_.clear();
+  for (auto* seq : seqs_) {
+    k_ptrs_.push_back(seq->k_[layer].data());
+    v_ptrs_.push_back(seq->v_[layer].data());
   }
-  for (uint32_t t = 0; t < n_tok; ++t) {
-    auto* seq = tok_seq_[t];
-    for (uint32_t h = 0; h < s.n_heads; ++h) {
-      uint32_t kvh = h / group;
-      attention_head(q_.data() + size_t{t} * qd + size_t{h} * hd,
-                     seq->k_[layer].data() + size_t{kvh} * hd,
-                     seq->v_[layer].data() + size_t{kvh} * hd, tok_pos_[t] + 1,
-                     kvd, hd, scale,
-                     attn_.data() + size_t{t} * qd + size_t{h} * hd,
-                     scratch_.data());
-    }
-  }
-  matmul({attn_.data(), n_tok, qd, &lw.wo, pool_.get()}, xn_.data(), d);
-  add_in_place(x_.data(), xn_.data(), size_t{n_tok} * d);
+  kv_cache_slice kv{0, s.n_kv_heads, s.max_context, s.head_dim, k_ptrs_,
+                    v_ptrs_};
 
-  // MLP block.
-  for (uint32_t t = 0; t < n_tok; ++t)
-    rms_norm(x_.data() + size_t{t} * d, f32_data(lw.mlp_norm), d, s.rms_eps,
-             xn_.data() + size_t{t} * d);
-  matmul({xn_.data(), n_tok, d, &lw.w_gate, pool_.get()}, ffn_a_.data(),
-         s.d_ff);
-  matmul({xn_.data(), n_tok, d, &lw.w_up, pool_.get()}, ffn_b_.data(), s.d_ff);
-  swiglu(ffn_a_.data(), ffn_b_.data(), n_tok * s.d_ff, ffn_a_.data());
-  matmul({ffn_a_.data(), n_tok, s.d_ff, &lw.w_down, pool_.get()}, xn_.data(),
-         d);
-  add_in_place(x_.data(), xn_.data(), size_t{n_tok} * d);
+  // Attention, then x = x + attention output (a root combine of one part).
+  if (auto err = attention_part(s, attention_of(s, lw), rope_, x_.data(),
+                                rows_, kv, out, scratch_, pool_.get()))
+    return err;
+  if (auto err = combine(attn_root_, {&part, 1}, {&one_node, 1}, n, d,
+                         x_.data(), d, x_.data()))
+    return err;
+  // MLP, then x = x + MLP output.
+  if (auto err = mlp_part(s, mlp_of(lw), x_.data(), n, out, scratch_,
+                          pool_.get()))
+    return err;
+  return combine(mlp_root_, {&part, 1}, {&one_node, 1}, n, d, x_.data(), d,
+                 x_.data());
 }
 
 } // namespace lockstep::model

@@ -1,8 +1,11 @@
 #pragma once
 
-// The single-process reference: the whole model on one CPU, computed with the
-// deterministic kernels. Multi-chip runs are checked token for token and bit
-// for bit against it.
+// The single-process reference: the whole model on one CPU. It is the
+// one-chip case of the shard-level API (model/shard_ops.hpp): embedding
+// rows of the whole table, attention over all heads, the MLP over all rows,
+// root combines of one part with the residual, final norm, all LM-head rows
+// — the same functions every chip calls. Multi-chip runs are checked token
+// for token and bit for bit against it.
 //
 // Batching and chunked prefill never change results: every token's math is
 // the same sequence of kernel calls whatever else is in the batch, and
@@ -11,6 +14,7 @@
 
 #include "model/kernels.hpp"
 #include "model/model_weights.hpp"
+#include "model/shard_ops.hpp"
 
 #include <caf/expected.hpp>
 
@@ -30,7 +34,9 @@ public:
 private:
   friend class reference_engine;
   uint32_t length_ = 0;
-  std::vector<std::vector<float>> k_; // per layer [position][kv_dim]
+  // Per layer [position][kv_dim]: the KV cache of all kv heads, the layout
+  // of a kv_cache_slice over kv heads [0, n_kv_heads).
+  std::vector<std::vector<float>> k_;
   std::vector<std::vector<float>> v_;
 };
 
@@ -61,16 +67,19 @@ public:
   forward(std::span<const sequence_chunk> batch);
 
 private:
-  void layer_forward(uint32_t layer, uint32_t n_tok);
+  caf::error layer_forward(uint32_t layer);
 
   const model_weights& w_;
   rope_table rope_;
   std::unique_ptr<worker_pool> pool_;
+  // One root combine each for the attention output and the MLP output: the
+  // whole reduction is one part holding the root node.
+  combine_rule attn_root_, mlp_root_;
   // Activations of the current batch, [token][dim], reused across calls.
-  std::vector<float> x_, xn_, q_, k_, v_, attn_, ffn_a_, ffn_b_, scratch_;
-  // Per token of the current batch: its sequence and position.
-  std::vector<sequence_state*> tok_seq_;
-  std::vector<uint32_t> tok_pos_;
+  std::vector<float> x_, y_, scratch_;
+  std::vector<token_row> rows_;
+  std::vector<sequence_state*> seqs_; // batch entry -> its sequence
+  std::vector<float*> k_ptrs_, v_ptrs_; // this layer's KV, per batch entry
 };
 
 } // namespace lockstep::model

@@ -41,8 +41,27 @@ tensor::tensor(tensor_shape full_shape, dtype type, shard_range range)
     scales_.resize(range.rows());
 }
 
-void tensor::to_f32(uint32_t r, uint32_t c, uint32_t n, float* out) const {
-  const std::byte* base = data_.data() + size_t{r} * row_bytes_;
+uint64_t shard_data_bytes(dtype type, const shard_range& r) {
+  return uint64_t{r.rows()} * r.cols() * element_bytes(type);
+}
+
+uint64_t shard_scale_bytes(dtype type, const shard_range& r) {
+  return type == dtype::int8 ? uint64_t{r.rows()} * 4 : 0;
+}
+
+tensor_view::tensor_view(tensor_shape full_shape, dtype type,
+                         shard_range range, const std::byte* data,
+                         const float* scales)
+    : full_shape_(full_shape)
+    , type_(type)
+    , range_(range)
+    , row_bytes_(size_t{range.cols()} * element_bytes(type))
+    , data_(data)
+    , scales_(type == dtype::int8 ? scales : nullptr) {}
+
+void tensor_view::to_f32(uint32_t r, uint32_t c, uint32_t n,
+                         float* out) const {
+  const std::byte* base = data_ + size_t{r} * row_bytes_;
   switch (type_) {
   case dtype::f32:
     std::memcpy(out, base + size_t{c} * 4, size_t{n} * 4);

@@ -31,7 +31,7 @@ float split(const std::vector<float>& p, std::vector<uint32_t> cuts) {
       nodes.push_back(node);
       values.push_back(tree_reduce_in_place(local));
     }
-  return combine_nodes(n, nodes, values);
+  return *combine_nodes(n, nodes, values);
 }
 
 TEST(block_rule, aligned_power_of_two_ranges_are_one_piece) {
@@ -100,10 +100,10 @@ TEST(block_rule, hierarchical_combine_gives_the_same_bits) {
               sub_values.push_back(in_values[i]);
             }
           top_nodes.push_back(piece);
-          top_values.push_back(combine_into(n, piece, sub, sub_values));
+          top_values.push_back(*combine_into(n, piece, sub, sub_values));
         }
       }
-      float got = combine_nodes(n, top_nodes, top_values);
+      float got = *combine_nodes(n, top_nodes, top_values);
       EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(ref))
           << "n=" << n << " nodes=" << nodes_n;
     }

@@ -60,7 +60,7 @@ TEST_P(kernels_by_dtype, matmul_matches_double_precision) {
   uint32_t tokens = 3;
   auto x = random_vec(size_t{tokens} * w.cols(), 11);
   std::vector<float> y(size_t{tokens} * w.rows());
-  matmul({x.data(), tokens, w.cols(), &w}, y.data(), w.rows());
+  matmul({x.data(), tokens, w.cols(), w.view()}, y.data(), w.rows());
   auto ref = naive_matmul(w, x, tokens);
   for (size_t i = 0; i < y.size(); ++i)
     EXPECT_NEAR(y[i], ref[i], 1e-5 * (1.0 + std::abs(ref[i]))) << i;
@@ -76,7 +76,7 @@ TEST_P(kernels_by_dtype,
   const uint32_t rows = w.rows(), cols = w.cols();
   auto x = random_vec(size_t{tokens} * cols, 5);
   std::vector<float> whole_y(size_t{tokens} * rows);
-  matmul({x.data(), tokens, cols, &w}, whole_y.data(), rows);
+  matmul({x.data(), tokens, cols, w.view()}, whole_y.data(), rows);
 
   for (uint32_t ways : {1u, 2u, 3u, 8u}) {
     // By tokens.
@@ -85,7 +85,7 @@ TEST_P(kernels_by_dtype,
       uint32_t t0 = tokens * p / ways, t1 = tokens * (p + 1) / ways;
       if (t0 == t1)
         continue;
-      matmul({x.data() + size_t{t0} * cols, t1 - t0, cols, &w},
+      matmul({x.data() + size_t{t0} * cols, t1 - t0, cols, w.view()},
              y.data() + size_t{t0} * rows, rows);
     }
     EXPECT_TRUE(same_bits(y, whole_y)) << "tokens, ways=" << ways;
@@ -96,7 +96,7 @@ TEST_P(kernels_by_dtype,
       uint32_t r0 = rows * p / ways, r1 = rows * (p + 1) / ways;
       auto shard = *gen.generate(id, {r0, r1, 0, cols});
       std::vector<float> part(size_t{tokens} * (r1 - r0));
-      matmul({x.data(), tokens, cols, &shard}, part.data(), r1 - r0);
+      matmul({x.data(), tokens, cols, shard.view()}, part.data(), r1 - r0);
       for (uint32_t t = 0; t < tokens; ++t)
         for (uint32_t r = r0; r < r1; ++r)
           y[size_t{t} * rows + r] = part[size_t{t} * (r1 - r0) + (r - r0)];
@@ -117,7 +117,12 @@ TEST_P(kernels_by_dtype,
       for (uint32_t t = 0; t < tokens; ++t)
         std::memcpy(xs.data() + size_t{t} * (c1 - c0),
                     x.data() + size_t{t} * cols + c0, (c1 - c0) * 4);
-      values[p] = matmul_pieces({xs.data(), tokens, c1 - c0, &shard}, nodes[p]);
+      nodes[p] = shard_pieces(shard.view());
+      values[p].resize(size_t{tokens} * rows * nodes[p].size());
+      const uint32_t cuts[] = {0, rows};
+      float* dst = values[p].data();
+      matmul_pieces({xs.data(), tokens, c1 - c0, shard.view()},
+                    {cuts, {&dst, 1}});
     }
     for (uint32_t t = 0; t < tokens; ++t)
       for (uint32_t r = 0; r < rows; ++r) {
@@ -129,7 +134,7 @@ TEST_P(kernels_by_dtype,
             all_values.push_back(
                 values[p][(size_t{t} * rows + r) * nodes[p].size() + q]);
           }
-        y[size_t{t} * rows + r] = combine_nodes(nb, all_nodes, all_values);
+        y[size_t{t} * rows + r] = *combine_nodes(nb, all_nodes, all_values);
       }
     EXPECT_TRUE(same_bits(y, whole_y)) << "reduction, ways=" << ways;
   }
