@@ -1,7 +1,9 @@
 #include "planner/planner.hpp"
 
 #include "planner/cost_model.hpp"
+#include "planner/detail/pipelining.hpp"
 #include "planner/detail/schedule_builder.hpp"
+#include "planner/detail/sram_layout.hpp"
 #include "planner/topology.hpp"
 
 #include <algorithm>
@@ -37,33 +39,114 @@ void record_placement(const detail::placement& pl, plan& p) {
   p.head_chips = pl.head_chips;
 }
 
-// End slot of micro-batch 0's logits gather: one token's latency.
-uint32_t first_token_end(const plan& p) {
+// End slot of micro-batch 0's sample: one token's latency, the whole loop
+// from the feed through the model to the sampled token.
+uint32_t first_token_end(const step_program& prog) {
   uint32_t end = 0;
-  for (const auto& o : p.ops)
-    if (o.micro_batch == 0 && o.kind == op_kind::gather &&
-        o.layer == model::global_layer && !p.head_chips.empty() &&
-        o.chip == p.head_chips[0])
+  for (const auto& o : prog.ops)
+    if (o.micro_batch == 0 && o.kind == op_kind::sample)
       end = std::max(end, o.start_slot + o.duration_slots);
   return end;
 }
 
-void predict(const cluster_config& config, topology& topo,
-             const detail::placement& pl, plan& p) {
+// Builds, lays out and times one program of `p` (placement recorded,
+// weights placed).
+caf::error build_program(const cluster_config& config, topology& topo,
+                         const detail::placement& pl, plan& p,
+                         program_kind kind, uint32_t tokens) {
+  auto& prog = kind == program_kind::decode ? p.decode : p.prefill;
+  uint32_t batch = kind == program_kind::decode ? p.batch : 1;
+  auto groups = static_cast<uint32_t>(pl.groups.size());
+  uint32_t mbs = std::min(batch, groups);
+  detail::schedule_inputs in{&p.spec, &topo,   &pl,   &p,        kind,
+                             batch,   tokens,  p.context, mbs, p.sampler};
+  if (auto err = detail::build_schedule(in, prog))
+    return err;
+  detail::layout_program(p, prog, config.node_count());
+  prog.period_slots = detail::pipeline_period(prog, config.chip_count());
+  return {};
+}
+
+// The first chip whose SRAM the plan overfills, or no_id.
+uint32_t first_overfull_chip(const cluster_config& config, const plan& p) {
+  for (uint32_t c = 0; c < config.chip_count(); ++c)
+    if (p.usage[c].total() > config.chip.sram_bytes)
+      return c;
+  return no_id;
+}
+
+std::string overflow_text(const cluster_config& config, const plan& p,
+                          uint32_t c) {
+  return "chip " + transport::to_string(config.ref(c)) + " would need " +
+         std::to_string(p.usage[c].total()) + " bytes (weights " +
+         std::to_string(p.usage[c].weight_bytes) + ", KV " +
+         std::to_string(p.usage[c].kv_bytes) + ", decode " +
+         std::to_string(p.usage[c].decode_bytes) + ", prefill " +
+         std::to_string(p.usage[c].prefill_bytes) + "), SRAM is " +
+         std::to_string(config.chip.sram_bytes);
+}
+
+// Prompt tokens the TTFT prediction is for.
+uint32_t ttft_prompt(const plan& p) {
+  return std::min(p.predicted.ttft_prompt_tokens, p.context);
+}
+
+// The prefill program with the largest power-of-two chunk (at most the
+// TTFT prompt) whose every chip still fits its SRAM: bigger chunks spread
+// each op's fixed cost over more tokens; activations grow with them.
+caf::error build_prefill(const cluster_config& config, topology& topo,
+                         const detail::placement& pl, plan& p) {
+  std::vector<uint32_t> sizes{1};
+  while (sizes.back() * 2 <= ttft_prompt(p))
+    sizes.push_back(sizes.back() * 2);
+  auto fits = [&](uint32_t tokens) -> caf::expected<bool> {
+    if (auto err =
+            build_program(config, topo, pl, p, program_kind::prefill, tokens))
+      return err;
+    return first_overfull_chip(config, p) == no_id;
+  };
+  // Fit grows monotonically smaller with the chunk: binary search.
+  int64_t lo = 0, hi = static_cast<int64_t>(sizes.size()) - 1, best = -1;
+  while (lo <= hi) {
+    int64_t mid = (lo + hi + 1) / 2; // try large chunks first
+    auto ok = fits(sizes[mid]);
+    if (!ok)
+      return ok.error();
+    if (*ok) {
+      best = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  if (best < 0)
+    return caf::make_error(errc::infeasible,
+                           "the prefill program does not fit even one token "
+                           "per chunk: " +
+                               overflow_text(config, p,
+                                             first_overfull_chip(config, p)));
+  if (p.prefill.tokens != sizes[best])
+    return build_program(config, topo, pl, p, program_kind::prefill,
+                         sizes[best]);
+  return {};
+}
+
+void predict(const cluster_config& config, topology& topo, plan& p) {
   auto& pr = p.predicted;
+  const auto& d = p.decode;
   double slot_us = p.slot_ns / 1000.0;
-  pr.token_latency_us = first_token_end(p) * slot_us;
+  pr.token_latency_us = first_token_end(d) * slot_us;
   pr.tokens_per_s_per_user =
       pr.token_latency_us > 0 ? 1e6 / pr.token_latency_us : 0;
   // Steady state: each sequence needs the previous token before its next
   // one; the step cannot be shorter than the busiest chip or link.
-  std::vector<uint64_t> chip_busy(config.chip_count(), 0);
+  std::vector<uint64_t> chip_busy(config.node_count(), 0);
   std::vector<uint64_t> link_busy(topo.directed_link_count(), 0);
-  for (const auto& o : p.ops)
+  for (const auto& o : d.ops)
     chip_busy[o.chip] += o.duration_slots;
   uint64_t link_slots = 0;
   std::set<uint32_t> links_used;
-  for (const auto& t : p.transfers) {
+  for (const auto& t : d.transfers) {
     link_busy[t.link] += t.duration_slots;
     link_slots += t.duration_slots;
     links_used.insert(t.link);
@@ -76,9 +159,9 @@ void predict(const cluster_config& config, topology& topo,
   double period_us = std::max(pr.token_latency_us, busiest * slot_us);
   pr.aggregate_tokens_per_s = period_us > 0 ? p.batch * 1e6 / period_us : 0;
   pr.link_utilisation =
-      links_used.empty() || p.slots_per_step == 0
+      links_used.empty() || d.slots_per_step == 0
           ? 0
-          : double(link_slots) / (double(links_used.size()) * p.slots_per_step);
+          : double(link_slots) / (double(links_used.size()) * d.slots_per_step);
   uint64_t used_bytes = 0;
   for (auto c : p.chips_used)
     used_bytes += p.usage[c].total();
@@ -86,17 +169,14 @@ void predict(const cluster_config& config, topology& topo,
       p.chips_used.empty() ? 0
                            : double(used_bytes) / (double(p.chips_used.size()) *
                                                    config.chip.sram_bytes);
-  // Time to first token: a 2K-token prompt of one sequence as one prefill
-  // chunk through the same placement.
-  plan prefill;
-  prefill.spec = p.spec;
-  prefill.slot_ns = p.slot_ns;
-  prefill.head_chips = p.head_chips;
-  uint32_t prompt = std::min(pr.ttft_prompt_tokens, p.spec.max_context);
+  // Time to first token: the prompt's chunks enter the prefill program one
+  // period apart; the last one's sample ends the prefill.
+  uint32_t prompt = ttft_prompt(p);
   pr.ttft_prompt_tokens = prompt;
-  detail::schedule_inputs in{&p.spec, &topo, &pl, 1, prompt, prompt, 1};
-  if (!detail::build_schedule(in, prefill))
-    pr.ttft_ms = first_token_end(prefill) * slot_us / 1000.0;
+  uint32_t chunks = (prompt + p.prefill.tokens - 1) / p.prefill.tokens;
+  pr.ttft_ms = (double(chunks - 1) * p.prefill.period_slots +
+                first_token_end(p.prefill)) *
+               slot_us / 1000.0;
   // The best any link offers: the lowest latency and the highest bandwidth
   // (of possibly different links), so the bound stays a bound.
   link_profile fastest = config.link_profiles.front();
@@ -111,31 +191,35 @@ void predict(const cluster_config& config, topology& topo,
       p.spec, p.context, usable, config.chip, fastest);
 }
 
-// `p` with placement `pl` recorded and its decode step scheduled.
-caf::expected<plan> scheduled(topology& topo, const detail::placement& pl,
-                              plan p) {
-  uint32_t groups = static_cast<uint32_t>(pl.groups.size());
-  p.micro_batches = std::min(p.batch, groups);
+// `p` with placement `pl` recorded, its weights placed and its decode
+// program built.
+caf::expected<plan> scheduled(const cluster_config& config, topology& topo,
+                              const detail::placement& pl, plan p) {
   record_placement(pl, p);
-  detail::schedule_inputs in{&p.spec,   &topo,          &pl, p.batch, 1,
-                             p.context, p.micro_batches};
-  if (auto err = detail::build_schedule(in, p))
+  p.sampler = config.host_node(0);
+  detail::place_static(p.spec, pl, p.batch, p.context, config.node_count(),
+                       p);
+  if (auto err =
+          build_program(config, topo, pl, p, program_kind::decode, 1))
     return err;
+  std::set<uint32_t> used;
+  for (const auto& sh : p.shards)
+    used.insert(sh.chip);
+  for (const auto& o : p.decode.ops)
+    if (o.chip < config.chip_count())
+      used.insert(o.chip);
+  p.chips_used.assign(used.begin(), used.end());
   return p;
 }
 
-// The first chip whose SRAM the plan overfills, or no_id.
-uint32_t first_overfull_chip(const cluster_config& config, const plan& p) {
-  for (uint32_t c = 0; c < config.chip_count(); ++c)
-    if (p.usage[c].total() > config.chip.sram_bytes)
-      return c;
-  return no_id;
-}
-
-// Predictions and the verifier's verdict for a scheduled plan.
-plan_result conclude(const cluster_config& config, topology& topo,
-                     const detail::placement& pl, plan p) {
-  predict(config, topo, pl, p);
+// The prefill program, predictions and the verifier's verdict for a plan
+// whose decode program fits.
+caf::expected<plan_result> conclude(const cluster_config& config,
+                                    topology& topo,
+                                    const detail::placement& pl, plan p) {
+  if (auto err = build_prefill(config, topo, pl, p))
+    return err;
+  predict(config, topo, p);
   plan_result r;
   r.verdict = verify_plan(p, config);
   r.p = std::move(p);
@@ -202,17 +286,15 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
                                           1.5 * candidates->front().estimate_s))
       break;
     const auto& pl = (*candidates)[i];
-    auto trial = scheduled(topo, pl, p);
+    auto trial = scheduled(config, topo, pl, p);
     if (!trial)
       return trial.error();
     if (auto c = first_overfull_chip(config, *trial); c != no_id) {
       overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
-                 ", chip " + transport::to_string(config.ref(c)) +
-                 " would need " + std::to_string(trial->usage[c].total()) +
-                 " bytes";
+                 ", " + overflow_text(config, *trial, c);
       continue;
     }
-    uint32_t slots = first_token_end(*trial);
+    uint32_t slots = first_token_end(trial->decode);
     if (!best || slots < best_slots) {
       best = i;
       best_slots = slots;
@@ -275,10 +357,13 @@ caf::expected<replan_result> replan(const cluster_config& config,
     std::set<uint32_t> blocked(failed.begin(), failed.end());
     blocked.insert(p.spares.begin(), p.spares.end());
     topo.block_relays(std::vector<uint32_t>(blocked.begin(), blocked.end()));
-    auto sp = scheduled(topo, pl, std::move(p));
+    auto sp = scheduled(config, topo, pl, std::move(p));
     if (!sp)
       return sp.error();
-    out.result = conclude(config, topo, pl, std::move(*sp));
+    auto done = conclude(config, topo, pl, std::move(*sp));
+    if (!done)
+      return done.error();
+    out.result = std::move(*done);
     return out;
   };
   if (!affected)

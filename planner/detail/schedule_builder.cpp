@@ -1,12 +1,14 @@
 #include "planner/detail/schedule_builder.hpp"
 
+#include "model/shard_ops.hpp"
 #include "planner/cost_model.hpp"
 #include "transport/payload_frame.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <limits>
+#include <map>
 #include <queue>
-#include <set>
 #include <tuple>
 #include <unordered_map>
 
@@ -16,50 +18,83 @@ namespace {
 
 using model::tensor_kind;
 
-uint64_t align8(uint64_t v) {
-  return (v + 7) / 8 * 8;
-}
-
 // A store-and-forward copy reads and writes the framed bytes once.
 op_cost forward_cost(uint64_t framed_bytes) {
   return {2.0 * double(framed_bytes), 0};
 }
 
-// Where an activation is available on a chip: produced there by an op, or
-// received there by a transfer.
+// A value available on a node: output `output` of op `op` there, or the
+// payload of transfer `tr` that arrived there.
 struct avail {
   uint32_t chip = 0;
   uint32_t op = no_id;
+  uint32_t output = 0;
   uint32_t tr = no_id;
 };
 
 class builder {
 public:
-  builder(const schedule_inputs& in, plan& p)
+  builder(const schedule_inputs& in, step_program& p)
       : in_(in)
       , p_(p)
       , s_(*in.spec)
       , topo_(*in.topo)
       , cfg_(in.topo->config())
       , slot_ns_(cfg_.transport.slot_ns)
-      , chip_free_(cfg_.chip_count(), 0)
-      , link_free_(topo_.directed_link_count(), 0)
-      , recv_top_(cfg_.chip_count(), 0)
-      , send_top_(cfg_.chip_count(), 0) {}
+      , chip_free_(cfg_.node_count(), 0)
+      , link_free_(topo_.directed_link_count(), 0) {
+    const auto& shards = in.placed->shards;
+    for (uint32_t i = 0; i < shards.size(); ++i)
+      shard_index_[key(shards[i].chip, shards[i].tensor.layer,
+                       shards[i].tensor.kind)] = i;
+    const auto& kv = in.placed->kv_slices;
+    for (uint32_t i = 0; i < kv.size(); ++i)
+      kv_index_[key(kv[i].chip, kv[i].layer, tensor_kind::wk)] = i;
+  }
 
   caf::error run();
 
 private:
+  static uint64_t key(uint32_t chip, uint32_t layer, tensor_kind kind) {
+    return uint64_t{chip} << 32 | uint64_t{layer} << 8 |
+           static_cast<uint64_t>(kind);
+  }
+  uint32_t shard_of(uint32_t chip, uint32_t layer, tensor_kind kind) const {
+    auto it = shard_index_.find(key(chip, layer, kind));
+    assert(it != shard_index_.end());
+    return it->second;
+  }
   uint32_t op_end(uint32_t id) const {
     return p_.ops[id].start_slot + p_.ops[id].duration_slots;
   }
   uint32_t tr_end(uint32_t id) const {
     return p_.transfers[id].start_slot + p_.transfers[id].duration_slots;
   }
+  const buffer_shape& shape_of(const avail& x) const {
+    return x.tr != no_id ? tr_shape_[x.tr]
+                         : p_.ops[x.op].outputs[x.output].shape;
+  }
 
+  // Shapes: x (all of d_model, with the row table), a slice of it, and the
+  // partial sums of a slice.
+  buffer_shape x_shape(uint32_t rows) const {
+    return {rows, 0, s_.d_model, 1, true};
+  }
+  std::pair<uint32_t, uint32_t> slice(uint32_t j, uint32_t s) const {
+    return {static_cast<uint32_t>(uint64_t{s_.d_model} * j / s),
+            static_cast<uint32_t>(uint64_t{s_.d_model} * (j + 1) / s)};
+  }
+  buffer_shape slice_shape(uint32_t rows, uint32_t j, uint32_t s,
+                           uint32_t pieces, bool table) const {
+    auto [e0, e1] = slice(j, s);
+    return {rows, e0, e1 - e0, pieces, table};
+  }
+
+  // Adds an op reading `inputs` (in order) and writing `outputs`; it starts
+  // when its node is free and every input is there.
   uint32_t add_op(op_kind kind, uint32_t chip, uint32_t layer, uint32_t mb,
-                  op_cost cost, std::vector<uint32_t> after_ops,
-                  std::vector<uint32_t> after_trs) {
+                  op_cost cost, const std::vector<avail>& inputs,
+                  std::vector<buffer_shape> outputs) {
     op o;
     o.id = static_cast<uint32_t>(p_.ops.size());
     o.kind = kind;
@@ -69,60 +104,68 @@ private:
     o.duration_ns = op_duration_ns(cfg_.chip, s_.weight_dtype, cost);
     o.duration_slots = to_slots(o.duration_ns, slot_ns_);
     uint32_t ready = chip_free_[chip];
-    for (auto a : after_ops)
-      ready = std::max(ready, op_end(a));
-    for (auto t : after_trs) {
-      ready = std::max(ready, tr_end(t));
-      p_.transfers[t].consumer_op = o.id;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& x = inputs[i];
+      assert(x.chip == chip);
+      operand in;
+      in.shape = shape_of(x);
+      if (x.tr != no_id) {
+        auto& t = p_.transfers[x.tr];
+        assert(t.consumer_op == no_id); // one reader per transfer
+        t.consumer_op = o.id;
+        t.consumer_input = static_cast<uint32_t>(i);
+        in.transfer = x.tr;
+        ready = std::max(ready, tr_end(x.tr));
+        if (std::find(o.after_transfers.begin(), o.after_transfers.end(),
+                      x.tr) == o.after_transfers.end())
+          o.after_transfers.push_back(x.tr);
+      } else {
+        in.producer = x.op;
+        in.producer_output = x.output;
+        ready = std::max(ready, op_end(x.op));
+        if (std::find(o.after_ops.begin(), o.after_ops.end(), x.op) ==
+            o.after_ops.end())
+          o.after_ops.push_back(x.op);
+      }
+      o.inputs.push_back(in);
     }
+    for (auto& shape : outputs)
+      o.outputs.push_back({0, shape});
     o.start_slot = ready;
     chip_free_[chip] = ready + o.duration_slots;
-    o.after_ops = std::move(after_ops);
-    o.after_transfers = std::move(after_trs);
     p_.ops.push_back(std::move(o));
     return p_.ops.back().id;
   }
 
-  // Deps of an op on `chip` that reads `x`.
-  void deps_on(const avail& x, std::vector<uint32_t>& ops,
-               std::vector<uint32_t>& trs) {
-    if (x.tr != no_id)
-      trs.push_back(x.tr);
-    else
-      ops.push_back(x.op);
-  }
-
-  // The route src -> dst on which `bytes` leaving at `ready` arrive first,
-  // given the links and relays already booked: an earliest-arrival search
-  // over routes of at most the fewest hops (+1 when that is more than one
-  // hop, so traffic can spread over parallel paths). Ties go to the lower
-  // link id: deterministic.
   std::vector<uint32_t> earliest_route(uint32_t src, uint32_t dst,
                                        uint64_t bytes, uint32_t ready,
                                        bool& ok);
 
-  // Sends `payload` bytes produced by `producer` (an op on src) to dst along
-  // the earliest-arriving short route; intermediate chips store and forward.
-  caf::expected<uint32_t> send(uint32_t producer, uint32_t dst,
-                               uint64_t payload, uint32_t layer, uint32_t mb) {
-    uint32_t src = p_.ops[producer].chip;
+  // Sends `x` (an op's output on its node) to `dst` along the
+  // earliest-arriving short route; intermediate chips store and forward.
+  caf::expected<avail> send(const avail& x, uint32_t dst, uint32_t layer,
+                            uint32_t mb) {
+    assert(x.tr == no_id);
+    const buffer_shape shape = shape_of(x);
+    uint64_t payload = shape.bytes();
+    uint64_t bytes = transport::framed_bytes(payload);
     bool ok = true;
-    auto route = earliest_route(src, dst, transport::framed_bytes(payload),
-                                op_end(producer), ok);
+    auto route = earliest_route(x.chip, dst, bytes, op_end(x.op), ok);
     if (!ok)
       return caf::make_error(errc::infeasible,
                              "no route from " +
-                                 transport::to_string(cfg_.ref(src)) + " to " +
-                                 transport::to_string(cfg_.ref(dst)));
-    uint64_t bytes = transport::framed_bytes(payload);
-    uint32_t prev_op = producer;
+                                 transport::to_string(cfg_.ref(x.chip)) +
+                                 " to " + transport::to_string(cfg_.ref(dst)));
+    avail from = x;
     uint32_t prev_tr = no_id;
     for (size_t h = 0; h < route.size(); ++h) {
       uint32_t d = route[h];
       uint32_t a = topo_.link_src(d), b = topo_.link_dst(d);
       if (h > 0)
-        prev_op = add_op(op_kind::forward, a, layer, mb,
-                         forward_cost(bytes), {}, {prev_tr});
+        from = {a,
+                add_op(op_kind::forward, a, layer, mb, forward_cost(bytes),
+                       {avail{a, no_id, 0, prev_tr}}, {shape}),
+                0, no_id};
       transfer t;
       t.id = static_cast<uint32_t>(p_.transfers.size());
       t.link = d;
@@ -132,50 +175,39 @@ private:
       t.bytes = bytes;
       t.duration_slots =
           to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
-      t.start_slot = std::max(op_end(prev_op), link_free_[d]);
+      t.start_slot = std::max(op_end(from.op), link_free_[d]);
       link_free_[d] = t.start_slot + t.duration_slots;
-      t.after_op = prev_op;
+      t.after_op = from.op;
+      t.src_output = from.output;
       t.after_transfer = prev_tr;
-      t.src_offset = send_top_[a];
-      send_top_[a] += align8(bytes);
-      t.dst_offsets = {recv_top_[b], recv_top_[b] + align8(bytes)};
-      recv_top_[b] += 2 * align8(bytes);
       p_.transfers.push_back(std::move(t));
+      tr_shape_.push_back(shape);
       prev_tr = p_.transfers.back().id;
     }
-    return prev_tr;
+    return avail{dst, no_id, 0, prev_tr};
   }
 
-  // x available at `to`: itself if already there, else sent from x's op.
-  caf::expected<avail> move_to(const avail& x, uint32_t to, uint64_t bytes,
-                               uint32_t layer, uint32_t mb) {
+  // An op output holding x on its node (a received buffer is copied once:
+  // a transfer has one reader, and it cannot be sent on from the receive
+  // arena).
+  avail materialise(const avail& x, uint32_t layer, uint32_t mb) {
+    if (x.tr == no_id)
+      return x;
+    const auto& shape = tr_shape_[x.tr];
+    uint32_t o =
+        add_op(op_kind::forward, x.chip, layer, mb,
+               forward_cost(transport::framed_bytes(shape.bytes())), {x},
+               {shape});
+    return {x.chip, o, 0, no_id};
+  }
+
+  // x available at `to`: itself if already there, else sent.
+  caf::expected<avail> move_to(const avail& x, uint32_t to, uint32_t layer,
+                               uint32_t mb) {
     if (x.chip == to)
       return x;
-    auto tr = send(materialise(x, layer, mb), to, bytes, layer, mb);
-    if (!tr)
-      return tr.error();
-    return avail{to, no_id, *tr};
+    return send(materialise(x, layer, mb), to, layer, mb);
   }
-
-  // An op that holds x in its chip's send arena (a received buffer is
-  // copied once before it can be sent on).
-  uint32_t materialise(const avail& x, uint32_t layer, uint32_t mb) {
-    if (x.tr == no_id)
-      return x.op;
-    return add_op(op_kind::forward, x.chip, layer, mb,
-                  forward_cost(p_.transfers[x.tr].bytes), {}, {x.tr});
-  }
-
-  void add_shard(uint32_t chip, model::tensor_id id, model::shard_range r) {
-    auto type = model::dtype_of(s_, id.kind);
-    uint64_t bytes = uint64_t{r.rows()} * r.cols() * model::element_bytes(type);
-    if (type == model::dtype::int8)
-      bytes += uint64_t{r.rows()} * 4;
-    p_.shards.push_back({chip, id, r, bytes});
-    p_.usage[chip].weight_bytes += bytes;
-  }
-
-  void place_shards();
 
   // A group's chips as `subs` sub-groups of `s` consecutive chips (one node
   // each when the group spans nodes): the d_model vector is cut into `s`
@@ -190,53 +222,41 @@ private:
     uint32_t s = std::max(1u, std::min(k, cfg_.chips_per_node));
     return {&g, k, s, (k + s - 1) / s};
   }
-  std::pair<uint32_t, uint32_t> slice(uint32_t j, uint32_t s) const {
-    return {static_cast<uint32_t>(uint64_t{s_.d_model} * j / s),
-            static_cast<uint32_t>(uint64_t{s_.d_model} * (j + 1) / s)};
-  }
-  uint64_t slice_bytes(uint32_t j, uint32_t s, uint32_t rows) const {
-    auto [e0, e1] = slice(j, s);
-    return uint64_t{e1 - e0} * rows * 4;
-  }
 
-  // A reduction input: blocks [b0, b1) whose canonical pieces are held (for
-  // every element) by `op` on `chip`.
+  // A reduction input: blocks [b0, b1) whose canonical pieces for every
+  // element of slice j are output `output` of `op` on `chip`.
   struct input {
     uint32_t chip = 0, op = no_id, b0 = 0, b1 = 0;
+    std::vector<uint32_t> outputs; // by slice j
   };
-  caf::expected<uint32_t> combine_slice(uint32_t t, uint32_t j, uint32_t s,
-                                        const std::vector<input>& inputs,
-                                        uint32_t residual, uint32_t rows,
-                                        uint32_t nb, uint32_t layer,
-                                        uint32_t mb);
-  // Reduce-scatter of one reduction: returns, per chip of the group, the
-  // combine op holding its slice of x (root combine + residual).
-  caf::expected<std::vector<uint32_t>>
-  reduce_scatter(const group_view& v, const std::vector<input>& parts,
-                 const std::vector<uint32_t>& full, uint32_t nb, uint32_t rows,
-                 uint32_t layer, uint32_t mb);
-  // All-gather inside each sub-group: every chip (or, with `only_first`,
-  // chip 0 of the group) assembles full x from the slice holders.
+  caf::expected<avail> combine_slice(uint32_t t, uint32_t j, uint32_t s,
+                                     const std::vector<input>& inputs,
+                                     const avail* residual, uint32_t rows,
+                                     uint32_t nb, uint32_t layer, uint32_t mb);
   caf::expected<std::vector<avail>>
-  all_gather(const group_view& v, const std::vector<uint32_t>& slices,
+  reduce_scatter(const group_view& v, const std::vector<input>& parts,
+                 const std::vector<avail>& full, uint32_t nb, uint32_t rows,
+                 uint32_t layer, uint32_t mb);
+  caf::expected<std::vector<avail>>
+  all_gather(const group_view& v, const std::vector<avail>& slices,
              uint32_t rows, uint32_t mb, bool only_first = false);
-  // One layer on a group; `full` holds x on every chip, the result holds
-  // the slices of the layer's output (no all-gather after the last half).
-  caf::expected<std::vector<uint32_t>> layer_step(uint32_t l,
-                                                  const group_view& v,
-                                                  std::vector<avail> full,
-                                                  uint32_t rows, uint32_t mb);
+  caf::expected<std::vector<avail>> layer_step(uint32_t l, const group_view& v,
+                                               std::vector<avail> full,
+                                               uint32_t rows, uint32_t mb);
+  caf::expected<avail> embedding(uint32_t mb, uint32_t feed);
+  caf::expected<uint32_t> head(uint32_t mb, const avail& x);
 
   const schedule_inputs& in_;
-  plan& p_;
+  step_program& p_;
   const model::model_spec& s_;
   topology& topo_;
   const cluster_config& cfg_;
   uint64_t slot_ns_;
-  std::vector<uint32_t> chip_free_;
+  std::vector<uint32_t> chip_free_; // by node
   std::vector<uint32_t> link_free_;
-  std::vector<uint64_t> recv_top_;
-  std::vector<uint64_t> send_top_;
+  std::vector<buffer_shape> tr_shape_; // by transfer: what it carries
+  std::unordered_map<uint64_t, uint32_t> shard_index_;
+  std::unordered_map<uint64_t, uint32_t> kv_index_;
 };
 
 std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
@@ -323,103 +343,51 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
   return path;
 }
 
-void builder::place_shards() {
-  const auto& pl = *in_.place;
-  uint32_t k = pl.tp_degree;
-  uint32_t hd = s_.head_dim;
-  uint32_t group = s_.n_heads / s_.n_kv_heads;
-  constexpr uint32_t B = model::reduction_block_elems;
-  // Embedding rows (vocabulary) split across chips.
-  for (size_t e = 0; e < pl.embed_chips.size(); ++e) {
-    auto n = static_cast<uint32_t>(pl.embed_chips.size());
-    auto r0 = static_cast<uint32_t>(uint64_t{s_.vocab} * e / n);
-    auto r1 = static_cast<uint32_t>(uint64_t{s_.vocab} * (e + 1) / n);
-    add_shard(pl.embed_chips[e],
-              {model::global_layer, tensor_kind::tok_embedding},
-              {r0, r1, 0, s_.d_model});
-  }
-  for (size_t g = 0; g < pl.groups.size(); ++g)
-    for (uint32_t l = static_cast<uint32_t>(g * pl.layers_per_group);
-         l <
-         std::min<uint32_t>(
-             s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
-         ++l)
-      for (uint32_t i = 0; i < k; ++i) {
-        uint32_t c = pl.groups[g][i];
-        auto [h0, h1] = head_range(s_, k, i, in_.place->aligned_splits);
-        auto [f0, f1] = block_range(s_.d_ff, k, i, in_.place->aligned_splits);
-        if (h1 > h0) {
-          uint32_t kv0 = h0 / group, kv1 = (h1 - 1) / group + 1;
-          add_shard(c, {l, tensor_kind::attn_norm}, {0, 1, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::wq}, {h0 * hd, h1 * hd, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::wk},
-                    {kv0 * hd, kv1 * hd, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::wv},
-                    {kv0 * hd, kv1 * hd, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::wo}, {0, s_.d_model, h0 * hd, h1 * hd});
-          p_.usage[c].kv_bytes +=
-              uint64_t{kv1 - kv0} * hd * 2 * 4 * in_.context * in_.batch;
-        }
-        if (f1 > f0) {
-          add_shard(c, {l, tensor_kind::mlp_norm}, {0, 1, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::w_gate},
-                    {f0 * B, f1 * B, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::w_up}, {f0 * B, f1 * B, 0, s_.d_model});
-          add_shard(c, {l, tensor_kind::w_down},
-                    {0, s_.d_model, f0 * B, f1 * B});
-        }
-      }
-  add_shard(pl.groups.back()[0], {model::global_layer, tensor_kind::final_norm},
-            {0, 1, 0, s_.d_model});
-  for (size_t h = 0; h < pl.head_chips.size(); ++h) {
-    auto n = static_cast<uint32_t>(pl.head_chips.size());
-    auto r0 = static_cast<uint32_t>(uint64_t{s_.vocab} * h / n);
-    auto r1 = static_cast<uint32_t>(uint64_t{s_.vocab} * (h + 1) / n);
-    add_shard(pl.head_chips[h], {model::global_layer, tensor_kind::lm_head},
-              {r0, r1, 0, s_.d_model});
-  }
-}
-
-caf::expected<uint32_t>
+caf::expected<avail>
 builder::combine_slice(uint32_t t, uint32_t j, uint32_t s,
-                       const std::vector<input>& inputs, uint32_t residual,
+                       const std::vector<input>& inputs, const avail* residual,
                        uint32_t rows, uint32_t nb, uint32_t layer,
                        uint32_t mb) {
-  uint64_t sb = slice_bytes(j, s, rows);
-  std::vector<uint32_t> after_ops, trs;
+  std::vector<avail> reads;
   std::vector<reduction_part> parts;
   std::vector<model::tree_node> nodes;
   for (const auto& in : inputs) {
     auto pieces = model::canonical_pieces(nb, in.b0, in.b1);
-    if (in.chip == t) {
-      after_ops.push_back(in.op);
-    } else {
-      auto tr = send(in.op, t, sb * pieces.size(), layer, mb);
-      if (!tr)
-        return tr.error();
-      trs.push_back(*tr);
+    avail part{in.chip, in.op, in.outputs[j], no_id};
+    if (in.chip != t) {
+      auto moved = send(part, t, layer, mb);
+      if (!moved)
+        return moved.error();
+      part = *moved;
     }
+    reads.push_back(part);
     parts.push_back({in.chip, in.b0, in.b1});
     nodes.insert(nodes.end(), pieces.begin(), pieces.end());
   }
-  if (residual != no_id)
-    after_ops.push_back(residual);
-  double in_bytes = double(sb) * nodes.size();
+  bool root = residual != nullptr;
+  if (root)
+    reads.push_back(*residual);
+  uint32_t b0 = inputs.front().b0, b1 = inputs.back().b1;
+  auto outs = root ? 1u
+                   : static_cast<uint32_t>(
+                         model::canonical_pieces(nb, b0, b1).size());
+  auto shape = slice_shape(rows, j, s, outs, root);
+  double in_bytes = double(shape.rows) * shape.cols * 4 * nodes.size();
+  double out_bytes = double(shape.bytes());
   uint32_t c = add_op(op_kind::combine, t, layer, mb,
-                      {in_bytes + (residual != no_id ? 2.0 * sb : sb),
-                       in_bytes / 4},
-                      std::move(after_ops), std::move(trs));
+                      {in_bytes + (root ? 2.0 : 1.0) * out_bytes, in_bytes / 4},
+                      reads, {shape});
   auto& o = p_.ops[c];
   o.n_blocks = nb;
   o.parts = std::move(parts);
   o.nodes = std::move(nodes);
   std::tie(o.out_first, o.out_end) = slice(j, s);
-  return c;
+  return avail{t, c, 0, no_id};
 }
 
-caf::expected<std::vector<uint32_t>>
+caf::expected<std::vector<avail>>
 builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
-                        const std::vector<uint32_t>& full, uint32_t nb,
+                        const std::vector<avail>& full, uint32_t nb,
                         uint32_t rows, uint32_t layer, uint32_t mb) {
   // parts[i] is chip i's part (op == no_id: none).
   auto sub_parts = [&](uint32_t q) {
@@ -429,7 +397,7 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
         out.push_back(parts[q * v.s + j]);
     return out;
   };
-  std::vector<uint32_t> slices(v.k, no_id);
+  std::vector<avail> slices(v.k);
   uint32_t subs_with_parts = 0;
   for (uint32_t q = 0; q < v.subs; ++q)
     subs_with_parts += sub_parts(q).empty() ? 0 : 1;
@@ -441,7 +409,7 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
       if (in.op != no_id)
         all.push_back(in);
     for (uint32_t i = 0; i < v.k; ++i) {
-      auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, full[i], rows,
+      auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, &full[i], rows,
                              nb, layer, mb);
       if (!c)
         return c.error();
@@ -460,10 +428,13 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
       continue;
     for (uint32_t j = 0; j < v.s; ++j) {
       uint32_t t = v.at(q, j);
-      auto c = combine_slice(t, j, v.s, in, no_id, rows, nb, layer, mb);
+      auto c = combine_slice(t, j, v.s, in, nullptr, rows, nb, layer, mb);
       if (!c)
         return c.error();
-      level1[q].push_back({t, *c, in.front().b0, in.back().b1});
+      // The partial combine's one output is slice j's pieces.
+      std::vector<uint32_t> outputs(v.s, 0);
+      level1[q].push_back(
+          {t, c->op, in.front().b0, in.back().b1, std::move(outputs)});
     }
   }
   for (uint32_t q = 0; q < v.subs; ++q)
@@ -473,7 +444,7 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
         if (!level1[r].empty())
           in.push_back(level1[r][j]);
       uint32_t i = q * v.s + j;
-      auto c = combine_slice(v.at(q, j), j, v.s, in, full[i], rows, nb, layer,
+      auto c = combine_slice(v.at(q, j), j, v.s, in, &full[i], rows, nb, layer,
                              mb);
       if (!c)
         return c.error();
@@ -483,80 +454,113 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
 }
 
 caf::expected<std::vector<avail>>
-builder::all_gather(const group_view& v, const std::vector<uint32_t>& slices,
+builder::all_gather(const group_view& v, const std::vector<avail>& slices,
                     uint32_t rows, uint32_t mb, bool only_first) {
   std::vector<avail> full(v.k);
-  uint64_t act = uint64_t{s_.d_model} * rows * 4;
+  uint64_t act = x_shape(rows).bytes();
   for (uint32_t q = 0; q < v.subs; ++q)
     for (uint32_t j = 0; j < v.s; ++j) {
       if (only_first && (q > 0 || j > 0))
         return full;
       uint32_t t = v.at(q, j);
-      std::vector<uint32_t> trs;
+      std::vector<avail> reads;
       for (uint32_t o = 0; o < v.s; ++o) {
-        if (o == j)
+        const auto& sl = slices[q * v.s + o];
+        if (o == j) {
+          reads.push_back(sl);
           continue;
-        auto tr = send(slices[q * v.s + o], t, slice_bytes(o, v.s, rows),
-                       model::global_layer, mb);
-        if (!tr)
-          return tr.error();
-        trs.push_back(*tr);
+        }
+        auto moved = send(sl, t, model::global_layer, mb);
+        if (!moved)
+          return moved.error();
+        reads.push_back(*moved);
       }
       full[q * v.s + j] = {t,
                            add_op(op_kind::gather, t, model::global_layer, mb,
-                                  {2.0 * act, 0}, {slices[q * v.s + j]}, trs),
-                           no_id};
+                                  {2.0 * act, 0}, reads, {x_shape(rows)}),
+                           0, no_id};
     }
   return full;
 }
 
-caf::expected<std::vector<uint32_t>>
+caf::expected<std::vector<avail>>
 builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
                     uint32_t rows, uint32_t mb) {
   uint32_t k = v.k;
   uint32_t hd = s_.head_dim;
-  uint32_t group = s_.n_heads / s_.n_kv_heads;
   double elem = model::element_bytes(s_.weight_dtype);
-  uint64_t act = uint64_t{s_.d_model} * rows * 4;
+  uint64_t act = x_shape(rows).bytes();
   double ctx = in_.context;
   uint32_t seqs = rows / in_.tokens;
-  std::vector<uint32_t> slices;
+  bool aligned = in_.place->aligned_splits;
+  std::vector<avail> slices;
   for (int half = 0; half < 2; ++half) {
     bool attn = half == 0;
     uint32_t nb = model::blocks_of(attn ? s_.q_dim() : s_.d_ff);
     std::vector<input> parts(k);
     for (uint32_t i = 0; i < k; ++i) {
-      auto [b0, b1] = part_blocks(s_, k, i, in_.place->aligned_splits, attn);
+      auto [b0, b1] = part_blocks(s_, k, i, aligned, attn);
+      if (b1 <= b0)
+        continue; // no heads / no MLP rows on this chip
+      uint32_t chip = (*v.chips)[i];
       op_cost cost;
+      std::vector<uint32_t> weights;
+      uint64_t scratch_floats = 0;
       if (attn) {
-        auto [h0, h1] = head_range(s_, k, i, in_.place->aligned_splits);
-        double kvh = h1 > h0 ? (h1 - 1) / group - h0 / group + 1 : 0;
+        auto [h0, h1] = head_range(s_, k, i, aligned);
+        auto [kv0, kv1] = model::kv_heads_of(s_, h0, h1);
+        double kvh = kv1 - kv0;
         double params = double(s_.d_model) * hd * (2.0 * (h1 - h0) + 2.0 * kvh);
         cost.bytes = params * elem + kvh * hd * 2 * 4 * ctx * seqs + 2.0 * act;
         cost.flops = 2.0 * params * rows + 4.0 * rows * ctx * (h1 - h0) * hd;
+        for (auto kind : {tensor_kind::attn_norm, tensor_kind::wq,
+                          tensor_kind::wk, tensor_kind::wv, tensor_kind::wo})
+          weights.push_back(shard_of(chip, l, kind));
+        scratch_floats = model::attention_scratch_floats(
+            s_, h1 - h0, kv1 - kv0, rows, in_.context);
       } else {
         double params =
             3.0 * double(s_.d_model) * (b1 - b0) * model::reduction_block_elems;
         cost.bytes = params * elem + 2.0 * act;
         cost.flops = 2.0 * params * rows;
+        for (auto kind : {tensor_kind::mlp_norm, tensor_kind::w_gate,
+                          tensor_kind::w_up, tensor_kind::w_down})
+          weights.push_back(shard_of(chip, l, kind));
+        scratch_floats = model::mlp_scratch_floats(
+            s_, std::min(b1 * model::reduction_block_elems, s_.d_ff) -
+                    b0 * model::reduction_block_elems,
+            rows);
       }
-      if (b1 <= b0)
-        continue; // no heads / no MLP rows on this chip
-      std::vector<uint32_t> ops, trs;
-      deps_on(full[i], ops, trs);
-      uint32_t o = add_op(attn ? op_kind::attention : op_kind::mlp,
-                          (*v.chips)[i], l, mb, cost, ops, trs);
-      parts[i] = {(*v.chips)[i], o, b0, b1};
+      std::vector<buffer_shape> outs;
+      input part{chip, no_id, b0, b1, {}};
+      if (k == 1) {
+        // The whole reduction on one chip: the op adds the residual itself
+        // (a root combine of its one piece), out comes the next x.
+        outs.push_back(x_shape(rows));
+        scratch_floats += uint64_t{rows} * s_.d_model;
+      } else {
+        auto pieces = static_cast<uint32_t>(
+            model::canonical_pieces(nb, b0, b1).size());
+        for (uint32_t j = 0; j < v.s; ++j) {
+          outs.push_back(slice_shape(rows, j, v.s, pieces, false));
+          part.outputs.push_back(j);
+        }
+      }
+      part.op = add_op(attn ? op_kind::attention : op_kind::mlp, chip, l, mb,
+                       cost, {full[i]}, std::move(outs));
+      auto& o = p_.ops[part.op];
+      o.weights = std::move(weights);
+      o.scratch_bytes = scratch_floats * 4;
+      if (attn)
+        o.kv = kv_index_.at(key(chip, l, tensor_kind::wk));
+      parts[i] = std::move(part);
     }
     if (k == 1) {
-      full = {avail{(*v.chips)[0], parts[0].op, no_id}};
-      slices = {parts[0].op};
+      full = {avail{(*v.chips)[0], parts[0].op, 0, no_id}};
+      slices = full;
       continue;
     }
-    std::vector<uint32_t> residual(k);
-    for (uint32_t i = 0; i < k; ++i)
-      residual[i] = full[i].op;
-    auto sl = reduce_scatter(v, parts, residual, nb, rows, l, mb);
+    auto sl = reduce_scatter(v, parts, full, nb, rows, l, mb);
     if (!sl)
       return sl.error();
     slices = std::move(*sl);
@@ -570,67 +574,127 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
   return slices;
 }
 
+// Each embedding chip holds a row slice of the table and sends a full
+// buffer with the rows of the tokens it holds; the first root picks, per
+// token, the buffer of the owning chip (a selection, no arithmetic: the
+// bits are the table's). The feed's row table reaches every embedding chip
+// and the first root.
+caf::expected<avail> builder::embedding(uint32_t mb, uint32_t feed) {
+  const auto& pl = *in_.place;
+  uint32_t rows = p_.rows(mb);
+  uint64_t act = x_shape(rows).bytes();
+  uint32_t root0 = pl.groups[0][0];
+  avail fed{in_.sampler, feed, 0, no_id};
+  std::vector<avail> reads;
+  auto at_root = move_to(fed, root0, model::global_layer, mb);
+  if (!at_root)
+    return at_root.error();
+  reads.push_back(*at_root);
+  std::vector<uint32_t> bounds{0};
+  for (uint32_t e : pl.embed_chips) {
+    uint32_t sh = shard_of(e, model::global_layer, tensor_kind::tok_embedding);
+    bounds.push_back(in_.placed->shards[sh].range.row_end);
+    auto in = move_to(fed, e, model::global_layer, mb);
+    if (!in)
+      return in.error();
+    uint32_t o = add_op(op_kind::embed, e, model::global_layer, mb,
+                        {2.0 * act, 0}, {*in},
+                        {{rows, 0, s_.d_model, 1, false}});
+    p_.ops[o].weights = {sh};
+    auto part = move_to({e, o, 0, no_id}, root0, model::global_layer, mb);
+    if (!part)
+      return part.error();
+    reads.push_back(*part);
+  }
+  uint32_t x0 = add_op(op_kind::select, root0, model::global_layer, mb,
+                       {2.0 * act, 0}, reads, {x_shape(rows)});
+  p_.ops[x0].vocab_bounds = std::move(bounds);
+  return avail{root0, x0, 0, no_id};
+}
+
+// Final norm of each sequence's emitting row on the chip holding x, the
+// LM-head row slices, and the logits to the sampler, which writes the next
+// step's row table. Returns the sample op.
+caf::expected<uint32_t> builder::head(uint32_t mb, const avail& x) {
+  const auto& pl = *in_.place;
+  uint32_t seqs = p_.sequences(mb);
+  uint64_t act = x_shape(seqs).bytes();
+  uint32_t fn = add_op(op_kind::final_norm, x.chip, model::global_layer, mb,
+                       {3.0 * act, 2.0 * act / 4}, {x}, {x_shape(seqs)});
+  p_.ops[fn].weights = {
+      shard_of(x.chip, model::global_layer, tensor_kind::final_norm)};
+  avail xf{x.chip, fn, 0, no_id};
+  std::vector<avail> logits;
+  for (uint32_t h : pl.head_chips) {
+    uint32_t sh = shard_of(h, model::global_layer, tensor_kind::lm_head);
+    const auto& r = in_.placed->shards[sh].range;
+    auto in = move_to(xf, h, model::global_layer, mb);
+    if (!in)
+      return in.error();
+    double params = double(r.rows()) * s_.d_model;
+    uint32_t o = add_op(
+        op_kind::lm_head, h, model::global_layer, mb,
+        {params * model::element_bytes(s_.weight_dtype), 2.0 * params * seqs},
+        {*in}, {{seqs, r.row_begin, r.rows(), 1, true}});
+    p_.ops[o].weights = {sh};
+    auto out = move_to({h, o, 0, no_id}, in_.sampler, model::global_layer, mb);
+    if (!out)
+      return out.error();
+    logits.push_back(*out);
+  }
+  return add_op(op_kind::sample, in_.sampler, model::global_layer, mb,
+                {2.0 * s_.vocab * seqs * 4, 0}, logits,
+                {{seqs, 0, 0, 1, true}});
+}
+
 caf::error builder::run() {
   const auto& pl = *in_.place;
-  p_.usage.assign(cfg_.chip_count(), {});
-  place_shards();
   uint32_t mbs = in_.micro_batches;
+  p_.kind = in_.kind;
+  p_.tokens = in_.tokens;
+  p_.micro_batches = mbs;
+  p_.micro_batch_sequences.clear();
+  for (uint32_t mb = 0; mb <= mbs; ++mb)
+    p_.micro_batch_sequences.push_back(in_.batch * mb / mbs);
+  // Every micro-batch's feed first: the sampler node runs ops in the order
+  // they are added, and feed m+1 must not wait for sample m.
+  std::vector<uint32_t> feeds(mbs, no_id);
+  for (uint32_t mb = 0; mb < mbs; ++mb)
+    if (p_.sequences(mb) > 0)
+      feeds[mb] = add_op(op_kind::feed, in_.sampler, model::global_layer, mb,
+                         {double(p_.rows(mb)) * 16, 0}, {},
+                         {{p_.rows(mb), 0, 0, 1, true}});
   for (uint32_t mb = 0; mb < mbs; ++mb) {
-    uint32_t seqs = in_.batch * (mb + 1) / mbs - in_.batch * mb / mbs;
-    if (seqs == 0)
+    if (feeds[mb] == no_id)
       continue;
-    uint32_t rows = seqs * in_.tokens;
-    uint64_t act = uint64_t{s_.d_model} * rows * 4;
-    // Embedding: each chip holds a row slice of the table and sends a full
-    // activation buffer with the rows of the tokens it owns; the first
-    // root picks, per token, the buffer of the owning chip (a selection, no
-    // arithmetic: the bits are the table's).
-    uint32_t root0 = pl.groups[0][0];
-    std::vector<uint32_t> ops, trs;
-    for (size_t e = 0; e < pl.embed_chips.size(); ++e) {
-      uint64_t bytes = act;
-      uint32_t o = add_op(op_kind::embed, pl.embed_chips[e],
-                          model::global_layer, mb, {2.0 * bytes, 0}, {}, {});
-      if (pl.embed_chips[e] == root0) {
-        ops.push_back(o);
-        continue;
-      }
-      auto tr = send(o, root0, bytes, model::global_layer, mb);
-      if (!tr)
-        return tr.error();
-      trs.push_back(*tr);
-    }
-    uint32_t x0 = add_op(op_kind::gather, root0, model::global_layer, mb,
-                         {2.0 * act, 0}, ops, trs);
-    // x enters each group on every chip: the first root broadcasts it to
-    // the first group; later, chip i of a group hands its slice of the
-    // previous group's output to chip i of the next, which all-gathers.
-    std::vector<uint32_t> slices; // per chip of the previous group
-    avail x{root0, x0, no_id};
+    uint32_t rows = p_.rows(mb);
+    auto x = embedding(mb, feeds[mb]);
+    if (!x)
+      return x.error();
+    // x enters each group on every chip: the first root sends it to the
+    // first group; later, chip i of a group hands its slice of the previous
+    // group's output to chip i of the next, which all-gathers.
+    std::vector<avail> slices; // per chip of the previous group
     for (size_t g = 0; g < pl.groups.size(); ++g) {
       auto v = view_of(pl.groups[g]);
       std::vector<avail> full(v.k);
       if (g == 0) {
         for (uint32_t i = 0; i < v.k; ++i) {
-          auto moved = move_to(x, v.at(0, i), act, model::global_layer, mb);
+          auto moved = move_to(*x, v.at(0, i), model::global_layer, mb);
+          if (!moved)
+            return moved.error();
+          // x is read twice (the op and the residual): hold it locally.
+          full[i] = v.k > 1 ? materialise(*moved, model::global_layer, mb)
+                            : *moved;
+        }
+      } else {
+        std::vector<avail> in(v.k);
+        for (uint32_t i = 0; i < v.k; ++i) {
+          auto moved = send(slices[i], v.at(0, i), model::global_layer, mb);
           if (!moved)
             return moved.error();
           full[i] = *moved;
-        }
-        // A combine's residual must be an op on its chip.
-        if (v.k > 1)
-          for (auto& f : full)
-            if (f.tr != no_id)
-              f = {f.chip, materialise(f, model::global_layer, mb), no_id};
-      } else {
-        std::vector<uint32_t> in(v.k);
-        for (uint32_t i = 0; i < v.k; ++i) {
-          uint64_t bytes = v.k == 1 ? act : slice_bytes(i % v.s, v.s, rows);
-          auto tr = send(slices[i], v.at(0, i), bytes, model::global_layer, mb);
-          if (!tr)
-            return tr.error();
-          full[i] = {v.at(0, i), no_id, *tr};
-          if (v.k > 1) // held in the send arena, for the all-gather
+          if (v.k > 1) // held locally for the all-gather
             in[i] = materialise(full[i], model::global_layer, mb);
         }
         if (v.k > 1) {
@@ -646,7 +710,7 @@ caf::error builder::run() {
       for (uint32_t l = first; l < last; ++l) {
         if (l > first) {
           if (v.k == 1) {
-            full = {avail{v.at(0, 0), slices[0], no_id}};
+            full = slices;
           } else {
             auto f = all_gather(v, slices, rows, mb);
             if (!f)
@@ -660,49 +724,28 @@ caf::error builder::run() {
         slices = std::move(*next);
       }
     }
+    avail last_x;
     if (auto v = view_of(pl.groups.back()); v.k == 1) {
-      x = {v.at(0, 0), slices[0], no_id};
+      last_x = slices[0];
     } else {
       auto f = all_gather(v, slices, rows, mb, /*only_first=*/true);
       if (!f)
         return f.error();
-      x = (*f)[0];
+      last_x = (*f)[0];
     }
-    // Final norm on the last root; LM-head row slices; logits gathered on
-    // the first head chip for the coordinator to sample.
-    std::vector<uint32_t> fops, ftrs;
-    deps_on(x, fops, ftrs);
-    uint32_t fn = add_op(op_kind::final_norm, x.chip, model::global_layer, mb,
-                         {3.0 * act, 2.0 * act / 4}, fops, ftrs);
-    avail xf{x.chip, fn, no_id};
-    uint32_t head0 = pl.head_chips[0];
-    std::vector<uint32_t> gops, gtrs;
-    for (size_t h = 0; h < pl.head_chips.size(); ++h) {
-      auto n = static_cast<uint32_t>(pl.head_chips.size());
-      auto r0 = static_cast<uint32_t>(uint64_t{s_.vocab} * h / n);
-      auto r1 = static_cast<uint32_t>(uint64_t{s_.vocab} * (h + 1) / n);
-      auto in = move_to(xf, pl.head_chips[h], act, model::global_layer, mb);
-      if (!in)
-        return in.error();
-      std::vector<uint32_t> hops, htrs;
-      deps_on(*in, hops, htrs);
-      double params = double(r1 - r0) * s_.d_model;
-      uint32_t o = add_op(
-          op_kind::lm_head, pl.head_chips[h], model::global_layer, mb,
-          {params * model::element_bytes(s_.weight_dtype), 2.0 * params * rows},
-          hops, htrs);
-      if (pl.head_chips[h] == head0) {
-        gops.push_back(o);
-        continue;
-      }
-      auto tr =
-          send(o, head0, uint64_t{r1 - r0} * rows * 4, model::global_layer, mb);
-      if (!tr)
-        return tr.error();
-      gtrs.push_back(*tr);
+    auto sample = head(mb, last_x);
+    if (!sample)
+      return sample.error();
+    // Decode closes the token loop: the sample writes the row table the
+    // next step's feed sends. A prefill chunk's first token is handed to
+    // decode by the host when the prompt ends.
+    if (in_.kind == program_kind::decode) {
+      operand carried;
+      carried.shape = p_.ops[*sample].outputs[0].shape;
+      carried.producer = *sample;
+      carried.carried = true;
+      p_.ops[feeds[mb]].inputs.push_back(carried);
     }
-    add_op(op_kind::gather, head0, model::global_layer, mb,
-           {2.0 * s_.vocab * rows * 4, 0}, gops, gtrs);
   }
   uint32_t end = 0;
   for (const auto& o : p_.ops)
@@ -710,22 +753,14 @@ caf::error builder::run() {
   for (const auto& t : p_.transfers)
     end = std::max(end, t.start_slot + t.duration_slots);
   p_.slots_per_step = end;
-  for (uint32_t c = 0; c < cfg_.chip_count(); ++c) {
-    p_.usage[c].recv_arena_bytes = recv_top_[c];
-    p_.usage[c].send_arena_bytes = send_top_[c];
-  }
-  std::set<uint32_t> used;
-  for (const auto& sh : p_.shards)
-    used.insert(sh.chip);
-  for (const auto& o : p_.ops)
-    used.insert(o.chip);
-  p_.chips_used.assign(used.begin(), used.end());
+  p_.period_slots = end;
   return {};
 }
 
 } // namespace
 
-caf::error build_schedule(const schedule_inputs& in, plan& out) {
+caf::error build_schedule(const schedule_inputs& in, step_program& out) {
+  out = step_program{};
   builder b{in, out};
   return b.run();
 }

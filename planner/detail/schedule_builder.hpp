@@ -1,8 +1,10 @@
 #pragma once
 
-// Turns a placement into a plan: shards, ops per chip, transfers per link
-// (multi-hop routes store-and-forward through chips), slots from the cost
-// model by list scheduling, and arena offsets with alternating buffers.
+// Turns a placement into one step program: ops per node with their inputs,
+// outputs, weights and KV slice, transfers per link (multi-hop routes
+// store-and-forward through chips), slots from the cost model by list
+// scheduling. SRAM offsets come afterwards (sram_layout.hpp): the builder
+// says what every buffer is, the layout says where it lives.
 
 #include "planner/detail/placement.hpp"
 #include "planner/plan.hpp"
@@ -16,14 +18,17 @@ struct schedule_inputs {
   const model::model_spec* spec = nullptr;
   topology* topo = nullptr;
   const placement* place = nullptr;
-  uint32_t batch = 1;         // sequences in the step
-  uint32_t tokens = 1;        // tokens per sequence this step (1 = decode)
-  uint32_t context = 0;       // KV positions read (worst case)
+  const plan* placed = nullptr; // its shards and kv_slices are referenced
+  program_kind kind = program_kind::decode;
+  uint32_t batch = 1;         // sequences in a step (prefill: 1)
+  uint32_t tokens = 1;        // rows per sequence (decode 1; prefill chunk)
+  uint32_t context = 0;       // KV positions per sequence
   uint32_t micro_batches = 1; // pipelined slices of the batch
+  uint32_t sampler = 0;       // node of the head host's endpoint
 };
 
-/// Fills `out.shards`, `out.ops`, `out.transfers`, `out.usage`,
-/// `out.slots_per_step`. Errors: infeasible (unreachable chips).
-caf::error build_schedule(const schedule_inputs& in, plan& out);
+/// Fills `out` except its memory (operand offsets, windows, arenas) and
+/// period. Errors: infeasible (unreachable nodes).
+caf::error build_schedule(const schedule_inputs& in, step_program& out);
 
 } // namespace lockstep::planner::detail
