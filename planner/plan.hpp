@@ -75,7 +75,7 @@ struct op {
 struct transfer {
   uint32_t id = 0;
   uint32_t link = 0; // directed link id (topology)
-  uint32_t src = 0;  // flat chip ids (= the link's ends)
+  uint32_t src = 0;  // node ids (= the link's ends; chips, or a host endpoint)
   uint32_t dst = 0;
   uint32_t start_slot = 0;
   uint32_t duration_slots = 1;

@@ -42,10 +42,12 @@ public:
       , topo_(*in.topo)
       , cfg_(in.topo->config())
       , slot_ns_(cfg_.transport.slot_ns)
-      , chip_free_(cfg_.chip_count(), 0)
+      // Per node, not per chip: a route's end may be a host endpoint (no
+      // schedule sends there yet, but a link to one exists from every chip).
+      , chip_free_(cfg_.node_count(), 0)
       , link_free_(topo_.directed_link_count(), 0)
-      , recv_top_(cfg_.chip_count(), 0)
-      , send_top_(cfg_.chip_count(), 0) {}
+      , recv_top_(cfg_.node_count(), 0)
+      , send_top_(cfg_.node_count(), 0) {}
 
   caf::error run();
 
@@ -300,7 +302,7 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
       if (hops[next] == topology::no_route || h + 1 + hops[next] > limit)
         continue;
       if (next != dst && !topo_.may_relay(next))
-        continue;
+        continue; // spares, failed chips and host endpoints never relay
       uint32_t t0 = std::max(leave, link_free_[d]);
       uint32_t t1 =
           t0 + to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
