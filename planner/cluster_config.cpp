@@ -40,14 +40,24 @@ error_kind kind_of(errc code) {
   }
 }
 
-transport::chip_ref cluster_config::ref(uint32_t flat) const {
+transport::chip_ref cluster_config::ref(uint32_t node) const {
+  if (is_host_node(node))
+    return {host_of_node(node), transport::host_endpoint_chip};
   auto it = std::upper_bound(first_chip_of_host.begin(),
-                             first_chip_of_host.end(), flat);
+                             first_chip_of_host.end(), node);
   auto host = static_cast<uint32_t>(it - first_chip_of_host.begin() - 1);
-  return {host, flat - first_chip_of_host[host]};
+  return {host, node - first_chip_of_host[host]};
 }
 
 caf::expected<uint32_t> cluster_config::flat(transport::chip_ref c) const {
+  if (c.chip == transport::host_endpoint_chip) {
+    if (c.host >= host_count())
+      return caf::make_error(errc::unknown_chip,
+                             "host endpoint " + transport::to_string(c) +
+                                 " is not in " + name + " (" +
+                                 std::to_string(host_count()) + " hosts)");
+    return host_node(c.host);
+  }
   if (c.host >= chips_per_host.size() || c.chip >= chips_per_host[c.host])
     return caf::make_error(errc::unknown_chip,
                            "chip " + transport::to_string(c) + " is not in " +
@@ -56,13 +66,21 @@ caf::expected<uint32_t> cluster_config::flat(transport::chip_ref c) const {
   return first_chip_of_host[c.host] + c.chip;
 }
 
+caf::expected<uint32_t> cluster_config::flat_chip(transport::chip_ref c) const {
+  if (c.chip == transport::host_endpoint_chip)
+    return caf::make_error(errc::unknown_chip,
+                           transport::to_string(c) +
+                               " is a host endpoint, not a chip");
+  return flat(c);
+}
+
 caf::expected<transport::chip_ref> parse_chip_ref(std::string_view text) {
   auto bad = [&] {
     return caf::make_error(errc::invalid_argument,
                            "bad chip id '" + std::string{text} +
-                               "' (expected e.g. h3.c5)");
+                               "' (expected e.g. h3.c5 or h3.host)");
   };
-  auto dot = text.find(".c");
+  auto dot = text.find('.');
   if (text.size() < 4 || text[0] != 'h' || dot == std::string_view::npos)
     return bad();
   transport::chip_ref c;
@@ -70,8 +88,16 @@ caf::expected<transport::chip_ref> parse_chip_ref(std::string_view text) {
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
     return !s.empty() && ec == std::errc{} && p == s.data() + s.size();
   };
-  if (!parse(text.substr(1, dot - 1), c.host) ||
-      !parse(text.substr(dot + 2), c.chip))
+  if (!parse(text.substr(1, dot - 1), c.host))
+    return bad();
+  auto rest = text.substr(dot + 1);
+  if (rest == "host") {
+    c.chip = transport::host_endpoint_chip;
+    return c;
+  }
+  // "h3.c4294967295" would alias h3.host: no host has that many chips.
+  if (rest.empty() || rest[0] != 'c' || !parse(rest.substr(1), c.chip) ||
+      c.chip == transport::host_endpoint_chip)
     return bad();
   return c;
 }
@@ -262,12 +288,32 @@ private:
   std::vector<link_spec> links_;
 };
 
-caf::error read_dragonfly(const reader& r, cluster_config& c) {
+// What to suggest when two chips cannot reach each other: the key that most
+// likely left them apart.
+struct reach_hint {
+  bool dragonfly = false;
+  uint64_t chips_per_rack = 0;
+  uint64_t rack_ports = 0;
+  uint64_t global_ports = 0;
+
+  std::string operator()(uint32_t a, uint32_t b) const {
+    if (!dragonfly)
+      return "do the links: rules join them?";
+    if (a / chips_per_rack == b / chips_per_rack)
+      return "rack_ports_per_chip: " + std::to_string(rack_ports) +
+             " leaves nodes unconnected?";
+    return "global_ports_per_chip: " + std::to_string(global_ports) +
+           " leaves racks unconnected?";
+  }
+};
+
+caf::error read_dragonfly(const reader& r, cluster_config& c,
+                          reach_hint& hint) {
   if (auto err =
           r.expect_map({"kind", "chips_per_node", "nodes_per_rack", "racks",
                         "spare_nodes_per_rack", "global_ports_per_chip",
                         "rack_ports_per_chip", "chips_per_host", "node_link",
-                        "rack_link", "global_link"}))
+                        "rack_link", "global_link", "host_link"}))
     return err;
   LOCKSTEP_TRY(cpn, r.integer("chips_per_node", 1, 64));
   LOCKSTEP_TRY(npr, r.integer("nodes_per_rack", 1, 64));
@@ -306,6 +352,7 @@ caf::error read_dragonfly(const reader& r, cluster_config& c) {
   }
   set_hosts(c, std::vector<uint32_t>(total / cph, static_cast<uint32_t>(cph)));
   c.chips_per_node = static_cast<uint32_t>(cpn);
+  hint = {true, cpn * npr, rports, gports};
   auto chip = [&](uint64_t rack, uint64_t node, uint64_t i) {
     return static_cast<uint32_t>((rack * npr + node) * cpn + i);
   };
@@ -353,8 +400,9 @@ caf::error read_dragonfly(const reader& r, cluster_config& c) {
 }
 
 caf::error read_explicit(const reader& r, cluster_config& c) {
-  if (auto err = r.expect_map({"kind", "hosts", "chips_per_host",
-                               "chips_per_node", "links", "spares"}))
+  if (auto err =
+          r.expect_map({"kind", "hosts", "chips_per_host", "chips_per_node",
+                        "links", "spares", "host_link"}))
     return err;
   LOCKSTEP_TRY(hosts, r.integer("hosts", 1, 1024));
   LOCKSTEP_TRY(cph, r.integer("chips_per_host", 1, 4096));
@@ -382,9 +430,13 @@ caf::error read_explicit(const reader& r, cluster_config& c) {
         auto ref = parse_chip_ref(list[k].as<std::string>(""));
         if (!ref)
           return e.error("chips", detail_of(ref.error()));
-        auto flat = c.flat(*ref);
+        auto flat = c.flat_chip(*ref);
         if (!flat)
-          return e.error("chips", detail_of(flat.error()));
+          return e.error("chips",
+                         detail_of(flat.error()) +
+                             (ref->chip == transport::host_endpoint_chip
+                                  ? " (host links come from host_link)"
+                                  : ""));
         ends[k] = *flat;
       }
       if (ends[0] == ends[1])
@@ -420,7 +472,7 @@ caf::error read_explicit(const reader& r, cluster_config& c) {
       auto ref = parse_chip_ref(s.as<std::string>(""));
       if (!ref)
         return r.error("spares", detail_of(ref.error()));
-      auto flat = c.flat(*ref);
+      auto flat = c.flat_chip(*ref);
       if (!flat)
         return r.error("spares", detail_of(flat.error()));
       c.spares.push_back(*flat);
@@ -433,8 +485,12 @@ caf::error read_explicit(const reader& r, cluster_config& c) {
 }
 
 caf::error check_ports(const cluster_config& c) {
+  // Host links are PCIe-like (or in-process on local configs), not C2C:
+  // they take no port.
   std::vector<uint32_t> degree(c.chip_count());
   for (const auto& l : c.links) {
+    if (!c.is_chip_link(l))
+      continue;
     ++degree[l.a];
     ++degree[l.b];
   }
@@ -447,6 +503,67 @@ caf::error check_ports(const cluster_config& c) {
                                  std::to_string(degree[i]) +
                                  " links but chip_profile.c2c_ports is " +
                                  std::to_string(c.chip.c2c_ports));
+  return {};
+}
+
+// Every chip must reach every other over chip-to-chip links (host
+// endpoints never relay), and the chips that may work must reach each other
+// without relaying through spares (routes never do): otherwise the planner
+// would fail much later with "no route". Two BFS over the chip graph:
+// O(chips + links).
+caf::error check_connected(const cluster_config& c, const reader& tr,
+                           const reach_hint& hint) {
+  uint32_t n = c.chip_count();
+  std::vector<uint32_t> offsets(n + 1, 0);
+  for (const auto& l : c.links)
+    if (c.is_chip_link(l)) {
+      ++offsets[l.a + 1];
+      ++offsets[l.b + 1];
+    }
+  for (uint32_t v = 0; v < n; ++v)
+    offsets[v + 1] += offsets[v];
+  std::vector<uint32_t> adj(offsets[n]);
+  auto fill = offsets;
+  for (const auto& l : c.links)
+    if (c.is_chip_link(l)) {
+      adj[fill[l.a]++] = l.b;
+      adj[fill[l.b]++] = l.a;
+    }
+  // Chips reached from `from` through chips for which relays(chip) holds.
+  auto reach = [&](uint32_t from, auto relays) {
+    std::vector<bool> seen(n, false);
+    std::vector<uint32_t> queue{from};
+    seen[from] = true;
+    for (size_t i = 0; i < queue.size(); ++i) {
+      uint32_t v = queue[i];
+      if (v != from && !relays(v))
+        continue;
+      for (auto k = offsets[v]; k < offsets[v + 1]; ++k)
+        if (!seen[adj[k]]) {
+          seen[adj[k]] = true;
+          queue.push_back(adj[k]);
+        }
+    }
+    return seen;
+  };
+  auto name = [&](uint32_t chip) { return transport::to_string(c.ref(chip)); };
+  auto all = reach(0, [](uint32_t) { return true; });
+  for (uint32_t v = 0; v < n; ++v)
+    if (!all[v])
+      return tr.error("", "chip " + name(0) + " cannot reach " + name(v) +
+                              " over chip-to-chip links (" + hint(0, v) + ")");
+  std::vector<bool> spare(n, false);
+  for (auto s : c.spares)
+    spare[s] = true;
+  uint32_t first = 0;
+  while (first < n && spare[first])
+    ++first;
+  auto live = reach(first, [&](uint32_t v) { return !spare[v]; });
+  for (uint32_t v = 0; v < n; ++v)
+    if (!spare[v] && !live[v])
+      return tr.error("", "chip " + name(first) + " reaches " + name(v) +
+                              " only through spare chips, and routes never "
+                              "relay through spares");
   return {};
 }
 
@@ -477,8 +594,9 @@ caf::expected<cluster_config> parse_cluster_config(std::string_view yaml,
   if (!tr.node() || !tr.node().IsMap())
     return tr.error("", "expected a mapping");
   LOCKSTEP_TRY(kind, tr.text("kind"));
+  reach_hint hint;
   if (kind == "dragonfly") {
-    if (auto err = read_dragonfly(tr, c))
+    if (auto err = read_dragonfly(tr, c, hint))
       return err;
   } else if (kind == "explicit") {
     if (auto err = read_explicit(tr, c))
@@ -486,10 +604,23 @@ caf::expected<cluster_config> parse_cluster_config(std::string_view yaml,
   } else {
     return tr.error("kind", "'" + kind + "' is not dragonfly or explicit");
   }
+  // Required, like every hardware figure: the chip <-> host link carries
+  // logits to the sampler and token ids back.
+  LOCKSTEP_TRY(host_link, profile_index(tr, "host_link", c));
+  c.host_link = host_link;
   if (auto err = check_ports(c))
     return err;
   if (c.spares.size() >= c.chip_count())
     return tr.error("", "every chip is a spare");
+  if (auto err = check_connected(c, tr, hint))
+    return err;
+  // One link per chip to its host's endpoint, after every chip-to-chip link
+  // so their ids do not change (a < b: host endpoints come after chips).
+  c.links.reserve(c.links.size() + c.chip_count());
+  for (uint32_t h = 0; h < c.host_count(); ++h)
+    for (uint32_t i = 0; i < c.chips_per_host[h]; ++i)
+      c.links.push_back(
+          {c.first_chip_of_host[h] + i, c.host_node(h), c.host_link});
   auto settings =
       transport::parse_transport_settings(root["transport"], c.file);
   if (!settings)
@@ -521,7 +652,8 @@ std::string canonical_form(const cluster_config& c) {
   os << "hosts";
   for (auto n : c.chips_per_host)
     os << ' ' << n;
-  os << "\nnode " << c.chips_per_node << "\nlinks " << c.links.size() << '\n';
+  os << "\nnode " << c.chips_per_node << "\nhost_link " << int{c.host_link}
+     << "\nlinks " << c.links.size() << '\n';
   for (const auto& l : c.links)
     os << l.a << ' ' << l.b << ' ' << int{l.profile} << '\n';
   os << "spares";

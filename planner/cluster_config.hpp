@@ -9,7 +9,11 @@
 // for them, so a config that omits one is an error, not a silent guess.
 //
 // Chips are numbered flat, host-major: chip c of host h is
-// `flat = first_chip_of_host[h] + c`, written "h<h>.c<c>".
+// `flat = first_chip_of_host[h] + c`, written "h<h>.c<c>". Each host also
+// has an endpoint (its own process: the sampler that turns logits into
+// token ids), written "h<h>.host". Host endpoints are nodes numbered after
+// all chips (`host_node(h) = chip_count() + h`), so chip ids, and every
+// array sized by chip_count(), are unchanged by them.
 
 #include "planner/errc.hpp"
 #include "transport/slot_program.hpp"
@@ -42,9 +46,10 @@ struct link_profile {
   uint64_t latency_ns = 0;
 };
 
-/// An undirected chip-to-chip link (usable in both directions).
+/// An undirected link (usable in both directions): chip to chip, or a chip
+/// to its host's endpoint (host links come after all chip-to-chip links).
 struct link_spec {
-  uint32_t a = 0; // flat chip ids, a < b
+  uint32_t a = 0; // node ids, a < b (a host endpoint is always b)
   uint32_t b = 0;
   uint8_t profile = 0; // index into cluster_config::link_profiles
 };
@@ -56,7 +61,10 @@ struct cluster_config {
   std::vector<link_profile> link_profiles;
   std::vector<uint32_t> chips_per_host;
   std::vector<uint32_t> first_chip_of_host; // prefix sums
+  /// Chip-to-chip links, then one link per chip to its host's endpoint
+  /// (chip order), all with profile `host_link`.
   std::vector<link_spec> links;
+  uint8_t host_link = 0;        // index into link_profiles: chip <-> host
   std::vector<uint32_t> spares; // flat chip ids kept free for re-plans
   uint32_t chips_per_node = 0;  // locality unit (a fully connected node)
   transport::transport_settings transport;
@@ -66,12 +74,33 @@ struct cluster_config {
                ? 0
                : first_chip_of_host.back() + chips_per_host.back();
   }
-  transport::chip_ref ref(uint32_t flat) const;
-  /// Flat id of `c`; errors: unknown_chip.
+  uint32_t host_count() const {
+    return static_cast<uint32_t>(chips_per_host.size());
+  }
+  /// Chips and host endpoints.
+  uint32_t node_count() const { return chip_count() + host_count(); }
+  /// The node of host `host`'s endpoint. REQUIRES: host < host_count().
+  uint32_t host_node(uint32_t host) const { return chip_count() + host; }
+  bool is_host_node(uint32_t node) const {
+    return node >= chip_count() && node < node_count();
+  }
+  /// REQUIRES: is_host_node(node).
+  uint32_t host_of_node(uint32_t node) const { return node - chip_count(); }
+  /// Whether `l` joins two chips (not a chip and a host endpoint).
+  bool is_chip_link(const link_spec& l) const { return !is_host_node(l.b); }
+
+  /// {h, c} of a chip, {h, host_endpoint_chip} of a host endpoint.
+  /// REQUIRES: node < node_count().
+  transport::chip_ref ref(uint32_t node) const;
+  /// Node id of `c` (a chip or a host endpoint); errors: unknown_chip.
   caf::expected<uint32_t> flat(transport::chip_ref c) const;
+  /// Flat id of chip `c`; errors: unknown_chip (also for a host endpoint,
+  /// where only a chip makes sense: spares, failed chips, placements).
+  caf::expected<uint32_t> flat_chip(transport::chip_ref c) const;
 };
 
-/// "h3.c5" -> {3, 5}. Errors: invalid_argument.
+/// "h3.c5" -> {3, 5}; "h3.host" -> {3, host_endpoint_chip}.
+/// Errors: invalid_argument.
 caf::expected<transport::chip_ref> parse_chip_ref(std::string_view text);
 
 /// Loads and validates a config file. Errors name the file and the key path.

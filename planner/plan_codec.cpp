@@ -237,7 +237,13 @@ caf::expected<plan> decode_plan(const cluster_config& config,
           return caf::make_error(errc::invalid_plan,
                                  "serialised plan: " + what);
         };
+        // Ops, shards, usage and chip lists name chips (arrays sized by
+        // chip_count() are indexed with them); a link's ends may also be
+        // host endpoints ("h3.host").
         auto flat = [&](transport::schema::ChipId::Reader c) {
+          return config.flat_chip({c.getHost(), c.getChip()});
+        };
+        auto node = [&](transport::schema::ChipId::Reader c) {
           return config.flat({c.getHost(), c.getChip()});
         };
         auto chips = [&](auto list, std::vector<uint32_t>& out) -> caf::error {
@@ -325,8 +331,8 @@ caf::expected<plan> decode_plan(const cluster_config& config,
         p.transfers.resize(facts.size());
         topology topo{config};
         for (auto l : table.getLinks()) {
-          auto src = flat(l.getSrc());
-          auto dst = flat(l.getDst());
+          auto src = node(l.getSrc());
+          auto dst = node(l.getDst());
           if (!src || !dst)
             return src ? dst.error() : src.error();
           auto link = topo.find(*src, *dst);

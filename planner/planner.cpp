@@ -177,12 +177,25 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
   pr.ttft_ms = (double(chunks - 1) * p.prefill.period_slots +
                 first_token_end(p.prefill)) *
                slot_us / 1000.0;
-  // The best any link offers: the lowest latency and the highest bandwidth
-  // (of possibly different links), so the bound stays a bound.
+  // The best any chip-to-chip link offers: the lowest latency and the
+  // highest bandwidth (of possibly different links), so the bound stays a
+  // bound. Host links never carry activations between chips (hosts do not
+  // relay), so their figures do not bound a crossing.
+  std::vector<bool> between_chips(config.link_profiles.size(), false);
+  for (const auto& l : config.links)
+    if (config.is_chip_link(l))
+      between_chips[l.profile] = true;
   link_profile fastest = config.link_profiles.front();
-  for (const auto& l : config.link_profiles) {
-    fastest.latency_ns = std::min(fastest.latency_ns, l.latency_ns);
-    fastest.bytes_per_s = std::max(fastest.bytes_per_s, l.bytes_per_s);
+  bool first = true;
+  for (size_t i = 0; i < config.link_profiles.size(); ++i) {
+    if (!between_chips[i])
+      continue;
+    const auto& l = config.link_profiles[i];
+    fastest.latency_ns =
+        first ? l.latency_ns : std::min(fastest.latency_ns, l.latency_ns);
+    fastest.bytes_per_s =
+        first ? l.bytes_per_s : std::max(fastest.bytes_per_s, l.bytes_per_s);
+    first = false;
   }
   uint32_t usable =
       config.chip_count() -
@@ -378,6 +391,8 @@ caf::expected<replan_result> replan(const cluster_config& config,
     queue.pop_front();
     for (auto d : topo.out_links(v)) {
       uint32_t u = topo.link_dst(d);
+      if (config.is_host_node(u))
+        continue; // hops between chips: host endpoints relay nothing
       if (dist[u] < 0) {
         dist[u] = dist[v] + 1;
         queue.push_back(u);

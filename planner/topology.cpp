@@ -6,9 +6,9 @@
 namespace lockstep::planner {
 
 topology::topology(const cluster_config& config)
-    : config_(&config)
-    , blocked_(config.chip_count(), false) {
-  uint32_t n = config.chip_count();
+    : config_(&config) {
+  block_relays({});
+  uint32_t n = config.node_count();
   std::vector<std::vector<uint32_t>> adj(n);
   for (uint32_t i = 0; i < config.links.size(); ++i) {
     adj[config.links[i].a].push_back(2 * i);
@@ -51,12 +51,13 @@ int64_t topology::find(uint32_t src, uint32_t dst) const {
 }
 
 const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
-  // BFS over reversed edges from dst; blocked chips get a distance (they may
-  // be a route's source) but are not expanded (never relays).
+  // BFS over reversed edges from dst; blocked chips and host endpoints get
+  // a distance (they may be a route's source) but are not expanded (never
+  // relays).
   auto it = hops_.find(dst);
   if (it != hops_.end())
     return it->second;
-  std::vector<uint32_t> hops(chip_count(), no_route);
+  std::vector<uint32_t> hops(node_count(), no_route);
   std::deque<uint32_t> queue{dst};
   hops[dst] = 0;
   while (!queue.empty()) {
@@ -75,7 +76,12 @@ const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
 }
 
 void topology::block_relays(const std::vector<uint32_t>& chips) {
-  blocked_.assign(chip_count(), false);
+  // Host endpoints never relay: a route between chips through a host would
+  // cross PCIe twice and the host's process, which the schedule does not
+  // model.
+  blocked_.assign(node_count(), false);
+  for (uint32_t v = chip_count(); v < node_count(); ++v)
+    blocked_[v] = true;
   for (auto c : chips)
     if (c < chip_count())
       blocked_[c] = true;

@@ -1,9 +1,12 @@
 #pragma once
 
-// The chip graph of a cluster config: directed links with dense ids, and
-// hop distances between chips (the schedule builder picks routes with them).
+// The node graph of a cluster config (chips, then host endpoints):
+// directed links with dense ids, and hop distances between nodes (the
+// schedule builder picks routes with them).
 //
 // Directed link d = 2 * i + (0 for a->b, 1 for b->a) of undirected link i.
+// Host endpoints are ends of routes, never relays: routes between chips use
+// chip-to-chip links only.
 // Thread-safety: hops_to() caches; not thread-safe.
 
 #include "planner/cluster_config.hpp"
@@ -21,6 +24,8 @@ public:
 
   const cluster_config& config() const noexcept { return *config_; }
   uint32_t chip_count() const noexcept { return config_->chip_count(); }
+  /// Chips and host endpoints: the size of per-node arrays (hops_to()).
+  uint32_t node_count() const noexcept { return config_->node_count(); }
   uint32_t directed_link_count() const noexcept {
     return static_cast<uint32_t>(config_->links.size() * 2);
   }
@@ -29,25 +34,28 @@ public:
   uint32_t link_dst(uint32_t d) const;
   const link_profile& profile(uint32_t d) const;
 
-  /// Directed links leaving `chip`, ordered by destination chip.
-  std::span<const uint32_t> out_links(uint32_t chip) const {
-    return {adj_links_.data() + adj_offsets_[chip],
-            adj_offsets_[chip + 1] - adj_offsets_[chip]};
+  /// Directed links leaving node `node`, ordered by destination node (so a
+  /// chip's link to its host endpoint comes last). Their destinations may
+  /// be host endpoints: callers walking chips skip those (may_relay()).
+  std::span<const uint32_t> out_links(uint32_t node) const {
+    return {adj_links_.data() + adj_offsets_[node],
+            adj_offsets_[node + 1] - adj_offsets_[node]};
   }
 
   /// The directed link src -> dst, or -1 if they are not neighbours.
   int64_t find(uint32_t src, uint32_t dst) const;
 
-  /// Hops from every chip to `dst` on routes that avoid blocked relays
-  /// (no_route if unreachable). Cached per destination.
+  /// Hops from every node to `dst` on routes that avoid blocked relays and
+  /// host endpoints (no_route if unreachable); node_count() entries.
+  /// Cached per destination.
   static constexpr uint32_t no_route = 0xFFFFFFFFu;
   const std::vector<uint32_t>& hops_to(uint32_t dst);
 
-  /// Whether `chip` may relay traffic.
-  bool may_relay(uint32_t chip) const { return !blocked_[chip]; }
+  /// Whether `node` may relay traffic: never a host endpoint.
+  bool may_relay(uint32_t node) const { return !blocked_[node]; }
 
   /// Chips that must not relay traffic (spares, failed chips): routes avoid
-  /// them. Clears cached distances.
+  /// them, as they always avoid host endpoints. Clears cached distances.
   void block_relays(const std::vector<uint32_t>& chips);
 
   /// "h3.c5->h4.c0".
@@ -55,11 +63,11 @@ public:
 
 private:
   const cluster_config* config_;
-  std::vector<uint32_t> adj_offsets_; // CSR: neighbours of chip c
+  std::vector<uint32_t> adj_offsets_; // CSR: neighbours of node v
   std::vector<uint32_t> adj_links_;   // directed link ids, by neighbour id
-  // Hops to each destination from every chip, by BFS; cached.
+  // Hops to each destination from every node, by BFS; cached.
   std::unordered_map<uint32_t, std::vector<uint32_t>> hops_;
-  std::vector<bool> blocked_;
+  std::vector<bool> blocked_; // per node; host endpoints always
 };
 
 } // namespace lockstep::planner

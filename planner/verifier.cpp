@@ -61,7 +61,7 @@ private:
       report_.violations.push_back(what);
   }
   std::string chip(uint32_t c) const {
-    return c < c_.chip_count() ? transport::to_string(c_.ref(c))
+    return c < c_.node_count() ? transport::to_string(c_.ref(c))
                                : "chip#" + std::to_string(c);
   }
   std::string op_name(const op& o) const {
@@ -91,9 +91,14 @@ private:
     uint32_t n = c_.chip_count();
     for (const auto& o : p_.ops)
       if (o.chip >= n)
-        fail(op_name(o) + ": no such chip");
+        fail(op_name(o) + (c_.is_host_node(o.chip)
+                               ? ": a host endpoint, not a chip"
+                               : ": no such chip"));
+    // A transfer's end may be a host endpoint (links to hosts exist); its
+    // link must be one of the config's.
     for (const auto& t : p_.transfers)
-      if (t.src >= n || t.dst >= n || t.link >= 2 * c_.links.size())
+      if (t.src >= c_.node_count() || t.dst >= c_.node_count() ||
+          t.link >= 2 * c_.links.size())
         fail(tr_name(t) + ": no such chip or link");
     if (p_.usage.size() != n)
       fail("usage has " + std::to_string(p_.usage.size()) + " chips, cluster " +
@@ -271,7 +276,9 @@ private:
       std::sort(list.begin(), list.end(),
                 [](auto& x, auto& y) { return x.begin < y.begin; });
       for (size_t i = 0; i < list.size(); ++i) {
-        if (list[i].end > p_.usage[c].recv_arena_bytes)
+        // usage covers chips only: a host endpoint's receive buffers are in
+        // host memory, not SRAM, and the plan does not size them (yet).
+        if (c < p_.usage.size() && list[i].end > p_.usage[c].recv_arena_bytes)
           fail("transfer " + std::to_string(list[i].transfer) +
                ": receive window outside " + chip(c) + "'s arena");
         if (i > 0 && list[i].begin < list[i - 1].end)

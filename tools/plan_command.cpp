@@ -76,7 +76,7 @@ int run_plan(const plan_cli_options& o) {
     auto ref = planner::parse_chip_ref(id);
     if (!ref)
       return fail_with(ref.error());
-    auto flat = config->flat(*ref);
+    auto flat = config->flat_chip(*ref);
     if (!flat)
       return fail_with(flat.error());
     failed.push_back(*flat);

@@ -13,6 +13,8 @@
 namespace lockstep::transport {
 
 std::string to_string(chip_ref c) {
+  if (c.chip == host_endpoint_chip)
+    return "h" + std::to_string(c.host) + ".host";
   return "h" + std::to_string(c.host) + ".c" + std::to_string(c.chip);
 }
 

@@ -17,7 +17,9 @@
 
 namespace lockstep::transport {
 
-/// Chip `chip` of host `host`, written "h3.c5".
+/// Chip `chip` of host `host`, written "h3.c5"; or, with
+/// `chip == host_endpoint_chip`, host `host`'s own endpoint (the process
+/// that samples tokens), written "h3.host".
 struct chip_ref {
   uint32_t host = 0;
   uint32_t chip = 0;
@@ -25,6 +27,11 @@ struct chip_ref {
   friend auto operator<=>(const chip_ref&, const chip_ref&) = default;
 };
 
+/// The `chip` of a chip_ref that names its host's endpoint rather than a
+/// chip: no host has 2^32 - 1 chips, so it cannot collide with one.
+inline constexpr uint32_t host_endpoint_chip = 0xFFFFFFFFu;
+
+/// "h3.c5", or "h3.host" for a host endpoint.
 std::string to_string(chip_ref c);
 
 /// One scheduled transfer (one entry of a LinkSchedule).

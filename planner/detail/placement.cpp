@@ -154,7 +154,13 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
   uint64_t emb_bytes =
       model::tensor_bytes(spec, model::tensor_kind::tok_embedding);
   uint64_t head_bytes = model::tensor_bytes(spec, model::tensor_kind::lm_head);
-  const auto& fast = config.link_profiles.front();
+  // Hops are estimated with the first chip-to-chip link's profile (host
+  // links, listed last, carry no activations), not with whichever profile
+  // happens to be listed first.
+  const auto& fast =
+      !config.links.empty() && config.is_chip_link(config.links.front())
+          ? config.link_profiles[config.links.front().profile]
+          : config.link_profiles.front();
 
   struct choice {
     uint32_t k = 0, m = 0, groups = 0, e = 0, h = 0;

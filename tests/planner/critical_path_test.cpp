@@ -22,7 +22,9 @@ TEST(critical_path, sums_to_the_predicted_token_latency) {
         << model;
     EXPECT_NEAR(path.waiting_us, 0.0, 1e-9) << "list scheduling leaves no gaps";
     EXPECT_GT(path.compute_ops, r.p.spec.n_layers) << "every layer computes";
-    double latency_us = c.link_profiles.front().latency_ns / 1000.0;
+    // Every hop is chip to chip: the profile of the first (chip) link.
+    double latency_us =
+        c.link_profiles[c.links.front().profile].latency_ns / 1000.0;
     EXPECT_NEAR(path.link_latency_us, path.hops * latency_us, 1e-6) << model;
     EXPECT_GT(path.hops, 2 * r.p.spec.n_layers) << "two reductions a layer";
   }

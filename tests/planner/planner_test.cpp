@@ -1,8 +1,10 @@
 #include "planner/plan.capnp.h"
 #include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
+#include "planner/topology.hpp"
 #include "planner/trace.hpp"
 #include "tests/planner/planner_fixture.hpp"
+#include "transport/payload_frame.hpp"
 
 #include <capnp/serialize.h>
 #include <nlohmann/json.hpp>
@@ -108,6 +110,68 @@ TEST(planner, decode_is_the_inverse_of_encode) {
   // Decoding against another cluster fails cleanly (its chips or links).
   auto other = load("local-8");
   EXPECT_FALSE(decode_plan(other, bytes));
+}
+
+TEST(planner, host_endpoints_round_trip_through_the_codec_and_verifier) {
+  // No schedule sends to a host endpoint yet; a plan that does must still
+  // encode, decode to the same bytes and verify without crashing.
+  auto c = load("local-8");
+  auto r = make(c, "tiny-8");
+  auto p = r.p;
+  uint32_t head = p.head_chips[0];
+  uint32_t host = c.host_node(c.ref(head).host);
+  topology t{c};
+  auto link = t.find(head, host);
+  ASSERT_GE(link, 0);
+  uint32_t gather = no_id;
+  for (const auto& o : p.ops)
+    if (o.chip == head && o.kind == op_kind::gather)
+      gather = o.id;
+  ASSERT_NE(gather, no_id);
+  transfer x;
+  x.id = static_cast<uint32_t>(p.transfers.size());
+  x.link = static_cast<uint32_t>(link);
+  x.src = head;
+  x.dst = host;
+  x.payload_bytes = 64;
+  x.bytes = transport::framed_bytes(64);
+  x.start_slot = p.ops[gather].start_slot + p.ops[gather].duration_slots;
+  x.src_offset = p.usage[head].send_arena_bytes;
+  x.dst_offsets = {0, (x.bytes + 7) / 8 * 8};
+  x.after_op = gather;
+  p.usage[head].send_arena_bytes += (x.bytes + 7) / 8 * 8;
+  p.transfers.push_back(x);
+  auto bytes = encode_plan(c, p);
+  auto back = decode_plan(c, bytes);
+  ASSERT_TRUE(back) << render(back.error());
+  EXPECT_EQ(encode_plan(c, *back), bytes);
+  EXPECT_EQ(back->transfers.back().dst, host);
+  EXPECT_EQ(back->transfers.back().link, x.link);
+  // Nothing on the host reads it yet, and the verifier says so by name.
+  auto v = verify_plan(*back, c);
+  ASSERT_FALSE(v.ok());
+  bool named = false;
+  for (const auto& what : v.violations)
+    named |= what.find("h0.c") != std::string::npos &&
+             what.find("->h0.host") != std::string::npos &&
+             what.find("nobody reads it") != std::string::npos;
+  EXPECT_TRUE(named) << v.violations.front();
+  // Work runs on chips only: an op on a host endpoint is named as such,
+  // and decoding one fails cleanly (arrays sized by chips are not indexed).
+  auto q = *back;
+  q.ops.front().chip = host;
+  auto w = verify_plan(q, c);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.violations.front().find("on h0.host"), std::string::npos)
+      << w.violations.front();
+  EXPECT_NE(w.violations.front().find("a host endpoint, not a chip"),
+            std::string::npos)
+      << w.violations.front();
+  auto bad = decode_plan(c, encode_plan(c, q));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(render(bad.error()).find("h0.host is a host endpoint, not a chip"),
+            std::string::npos)
+      << render(bad.error());
 }
 
 TEST(planner, plan_cache_round_trips_through_rocksdb) {

@@ -51,6 +51,8 @@ TEST(plan_cli, bad_input_is_one_line_and_exit_code_2) {
       {"plan", bad_yaml, "--model", "tiny-8"},
       {"plan", config("local-8"), "--model", "tiny-8", "--fail-chip", "h9.c9"},
       {"plan", config("local-8"), "--model", "tiny-8", "--fail-chip", "chip3"},
+      {"plan", config("local-8"), "--model", "tiny-8", "--fail-chip",
+       "h0.host"}, // a host endpoint is not a chip
       {"plan", config("local-8"), "--model", "tiny-8", "--batch", "0"},
       {"plan", config("local-8"), "--model", "llama-2-70b"}, // cannot fit
   };
