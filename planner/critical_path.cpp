@@ -18,15 +18,15 @@ struct node {
 
 critical_path critical_path_of(const plan& p, const cluster_config& config) {
   critical_path out;
-  if (p.head_chips.empty() || p.slot_ns == 0)
+  if (p.slot_ns == 0)
     return out;
+  const auto& prog = p.decode;
   double slot_us = p.slot_ns / 1000.0;
-  // The last op of the token: micro-batch 0's logits gather on head chip 0.
+  // The last op of the token: micro-batch 0's sample on the head host.
   node at{};
   uint32_t last_end = 0;
-  for (const auto& o : p.ops)
-    if (o.micro_batch == 0 && o.kind == op_kind::gather &&
-        o.layer == model::global_layer && o.chip == p.head_chips[0] &&
+  for (const auto& o : prog.ops)
+    if (o.micro_batch == 0 && o.kind == op_kind::sample &&
         o.start_slot + o.duration_slots >= last_end) {
       last_end = o.start_slot + o.duration_slots;
       at = {true, o.id};
@@ -35,15 +35,15 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
     return out;
   // Who ran just before each op on its chip and each transfer on its link.
   std::map<uint32_t, std::vector<uint32_t>> by_chip, by_link;
-  for (const auto& o : p.ops)
+  for (const auto& o : prog.ops)
     by_chip[o.chip].push_back(o.id);
-  for (const auto& t : p.transfers)
+  for (const auto& t : prog.transfers)
     by_link[t.link].push_back(t.id);
   auto op_end = [&](uint32_t i) {
-    return p.ops[i].start_slot + p.ops[i].duration_slots;
+    return prog.ops[i].start_slot + prog.ops[i].duration_slots;
   };
   auto tr_end = [&](uint32_t i) {
-    return p.transfers[i].start_slot + p.transfers[i].duration_slots;
+    return prog.transfers[i].start_slot + prog.transfers[i].duration_slots;
   };
   auto before = [&](const std::vector<uint32_t>& list, uint32_t start,
                     auto end_of) -> uint32_t {
@@ -56,11 +56,11 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
     return best;
   };
   topology topo{config};
-  for (size_t guard = 0; guard < p.ops.size() + p.transfers.size(); ++guard) {
+  for (size_t guard = 0; guard < prog.ops.size() + prog.transfers.size(); ++guard) {
     uint32_t start = 0;
     std::vector<node> inputs;
     if (at.is_op) {
-      const auto& o = p.ops[at.id];
+      const auto& o = prog.ops[at.id];
       ++out.ops;
       double overhead_ns =
           std::min<double>(double(config.chip.op_overhead_ns), o.duration_ns);
@@ -78,7 +78,7 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
       if (auto prev = before(by_chip[o.chip], start, op_end); prev != no_id)
         inputs.push_back({true, prev}); // the chip was busy
     } else {
-      const auto& t = p.transfers[at.id];
+      const auto& t = prog.transfers[at.id];
       ++out.hops;
       const auto& prof = topo.profile(t.link);
       double ns = double(prof.latency_ns) + t.bytes / prof.bytes_per_s * 1e9;

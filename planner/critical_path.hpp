@@ -1,7 +1,7 @@
 #pragma once
 
-// Where one token's latency goes: the chain of ops and transfers that ends
-// at micro-batch 0's logits gather, walked back through whichever input (or
+// Where one token's latency goes: the chain of ops and transfers of the
+// decode program that ends at micro-batch 0's sample (the token loop), walked back through whichever input (or
 // busy chip or link) set each start, and summed by what the time was spent
 // on. Explains `latency / lower bound` (docs/planner.md).
 
@@ -29,7 +29,7 @@ struct critical_path {
 };
 
 /// The critical path of micro-batch 0's token in `p` (a plan built for
-/// `config`). Zero if the plan has no logits gather.
+/// `config`). Zero if the plan has no sample.
 critical_path critical_path_of(const plan& p, const cluster_config& config);
 
 } // namespace lockstep::planner

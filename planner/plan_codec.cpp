@@ -47,41 +47,46 @@ std::string plan_hash(const cluster_config& config, const plan& p) {
                     p.incremental);
 }
 
-std::string encode_plan(const cluster_config& config, const plan& p) {
-  ::capnp::MallocMessageBuilder msg;
-  auto root = msg.initRoot<schema::Plan>();
-  root.setFormatVersion(schema::PLAN_FORMAT_VERSION);
-  root.setPlannerVersion(planner_version);
-  root.setDeterminismRuleVersion(model::determinism_rule_version);
-  root.setModel(p.model);
-  root.setModelSpecJson(model::to_json(p.spec).dump());
-  root.setCluster(p.cluster);
-  root.setBatch(p.batch);
-  root.setContext(p.context);
-  root.setMicroBatches(p.micro_batches);
-  root.setTpDegree(p.tp_degree);
-  root.setLayersPerGroup(p.layers_per_group);
-  root.setIncremental(p.incremental);
-  root.setAlignedSplits(p.aligned_splits);
-  auto failed = root.initFailedChips(p.failed_chips.size());
-  for (size_t i = 0; i < p.failed_chips.size(); ++i)
-    set_chip(failed[i], config.ref(p.failed_chips[i]));
-  auto shards = root.initShards(p.shards.size());
-  for (size_t i = 0; i < p.shards.size(); ++i) {
-    const auto& s = p.shards[i];
-    auto b = shards[i];
-    set_chip(b.initChip(), config.ref(s.chip));
-    b.setLayer(s.tensor.layer);
-    b.setTensor(static_cast<uint8_t>(s.tensor.kind));
-    b.setRowBegin(s.range.row_begin);
-    b.setRowEnd(s.range.row_end);
-    b.setColBegin(s.range.col_begin);
-    b.setColEnd(s.range.col_end);
-    b.setBytes(s.bytes);
+namespace {
+
+void put_shape(schema::BufferShape::Builder b, const buffer_shape& s) {
+  b.setRows(s.rows);
+  b.setColFirst(s.col_first);
+  b.setCols(s.cols);
+  b.setPieces(s.pieces);
+  b.setRowTable(s.row_table);
+}
+
+void put_operands(::capnp::List<schema::Operand>::Builder list,
+                  const std::vector<operand>& in) {
+  for (size_t k = 0; k < in.size(); ++k) {
+    auto b = list[k];
+    b.setOffset(in[k].offset);
+    put_shape(b.initShape(), in[k].shape);
+    b.setTransfer(in[k].transfer);
+    b.setProducer(in[k].producer);
+    b.setProducerOutput(in[k].producer_output);
+    b.setCarried(in[k].carried);
   }
-  auto ops = root.initOps(p.ops.size());
-  for (size_t i = 0; i < p.ops.size(); ++i) {
-    const auto& o = p.ops[i];
+}
+
+template <class T>
+void put_u32(T list, const std::vector<uint32_t>& v) {
+  for (size_t k = 0; k < v.size(); ++k)
+    list.set(k, v[k]);
+}
+
+void put_program(const cluster_config& config, const plan& p,
+                 const step_program& prog, schema::Program::Builder root) {
+  root.setKind(static_cast<uint8_t>(prog.kind));
+  root.setTokens(prog.tokens);
+  root.setMicroBatches(prog.micro_batches);
+  put_u32(root.initMicroBatchSequences(prog.micro_batch_sequences.size()),
+          prog.micro_batch_sequences);
+  root.setPeriodSlots(prog.period_slots);
+  auto ops = root.initOps(prog.ops.size());
+  for (size_t i = 0; i < prog.ops.size(); ++i) {
+    const auto& o = prog.ops[i];
     auto b = ops[i];
     b.setId(o.id);
     b.setKind(static_cast<uint8_t>(o.kind));
@@ -90,12 +95,9 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
     b.setMicroBatch(o.micro_batch);
     b.setStartSlot(o.start_slot);
     b.setDurationSlots(o.duration_slots);
-    auto ao = b.initAfterOps(o.after_ops.size());
-    for (size_t k = 0; k < o.after_ops.size(); ++k)
-      ao.set(k, o.after_ops[k]);
-    auto at = b.initAfterTransfers(o.after_transfers.size());
-    for (size_t k = 0; k < o.after_transfers.size(); ++k)
-      at.set(k, o.after_transfers[k]);
+    b.setDurationNs(o.duration_ns);
+    put_u32(b.initAfterOps(o.after_ops.size()), o.after_ops);
+    put_u32(b.initAfterTransfers(o.after_transfers.size()), o.after_transfers);
     b.setNBlocks(o.n_blocks);
     auto parts = b.initParts(o.parts.size());
     for (size_t k = 0; k < o.parts.size(); ++k) {
@@ -110,34 +112,55 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
     }
     b.setOutFirst(o.out_first);
     b.setOutEnd(o.out_end);
+    put_operands(b.initInputs(o.inputs.size()), o.inputs);
+    put_operands(b.initOutputs(o.outputs.size()), o.outputs);
+    b.setScratchOffset(o.scratch_offset);
+    b.setScratchBytes(o.scratch_bytes);
+    put_u32(b.initWeights(o.weights.size()), o.weights);
+    b.setKv(o.kv);
+    put_u32(b.initVocabBounds(o.vocab_bounds.size()), o.vocab_bounds);
   }
-  auto tl = root.initTransferLinks(p.transfers.size());
-  for (size_t i = 0; i < p.transfers.size(); ++i) {
-    const auto& t = p.transfers[i];
+  auto tl = root.initTransferLinks(prog.transfers.size());
+  for (size_t i = 0; i < prog.transfers.size(); ++i) {
+    const auto& t = prog.transfers[i];
     tl[i].setId(t.id);
     tl[i].setAfterOp(t.after_op);
+    tl[i].setSrcOutput(t.src_output);
     tl[i].setAfterTransfer(t.after_transfer);
     tl[i].setConsumerOp(t.consumer_op);
+    tl[i].setConsumerInput(t.consumer_input);
     tl[i].setPayloadBytes(t.payload_bytes);
+  }
+  // Nodes that send or receive: the slot table's arenas and the plan's SRAM
+  // bases of them.
+  std::vector<uint32_t> arena_nodes;
+  for (uint32_t n = 0; n < prog.arenas.size(); ++n)
+    if (prog.arenas[n].recv_bytes + prog.arenas[n].send_bytes > 0)
+      arena_nodes.push_back(n);
+  auto bases = root.initArenas(arena_nodes.size());
+  for (size_t i = 0; i < arena_nodes.size(); ++i) {
+    const auto& a = prog.arenas[arena_nodes[i]];
+    set_chip(bases[i].initChip(), config.ref(arena_nodes[i]));
+    bases[i].setSendBase(a.send_base);
+    bases[i].setSendBytes(a.send_bytes);
+    bases[i].setRecvBase(a.recv_base);
+    bases[i].setRecvBytes(a.recv_bytes);
+    bases[i].setEnd(a.end);
   }
   // The slot table: per directed link, its transfers in slot order.
   auto table = root.initSlotTable();
   table.setFormatVersion(transport::schema::SLOT_TABLE_FORMAT_VERSION);
-  table.setSlotsPerStep(p.slots_per_step);
+  table.setSlotsPerStep(prog.slots_per_step);
   table.setSlotNs(p.slot_ns);
-  std::map<uint32_t, std::vector<const transfer*>> by_link;
-  for (const auto& t : p.transfers)
-    by_link[t.link].push_back(&t);
-  std::vector<uint32_t> arena_chips;
-  for (uint32_t c = 0; c < p.usage.size(); ++c)
-    if (p.usage[c].recv_arena_bytes + p.usage[c].send_arena_bytes > 0)
-      arena_chips.push_back(c);
-  auto arenas = table.initArenas(arena_chips.size());
-  for (size_t i = 0; i < arena_chips.size(); ++i) {
-    set_chip(arenas[i].initChip(), config.ref(arena_chips[i]));
-    arenas[i].setRecvBytes(p.usage[arena_chips[i]].recv_arena_bytes);
-    arenas[i].setSendBytes(p.usage[arena_chips[i]].send_arena_bytes);
+  auto arenas = table.initArenas(arena_nodes.size());
+  for (size_t i = 0; i < arena_nodes.size(); ++i) {
+    set_chip(arenas[i].initChip(), config.ref(arena_nodes[i]));
+    arenas[i].setRecvBytes(prog.arenas[arena_nodes[i]].recv_bytes);
+    arenas[i].setSendBytes(prog.arenas[arena_nodes[i]].send_bytes);
   }
+  std::map<uint32_t, std::vector<const transfer*>> by_link;
+  for (const auto& t : prog.transfers)
+    by_link[t.link].push_back(&t);
   auto links = table.initLinks(by_link.size());
   size_t li = 0;
   for (auto& [link, list] : by_link) {
@@ -160,6 +183,59 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
         d.set(m, t.dst_offsets[m]);
     }
   }
+}
+
+} // namespace
+
+std::string encode_plan(const cluster_config& config, const plan& p) {
+  ::capnp::MallocMessageBuilder msg;
+  auto root = msg.initRoot<schema::Plan>();
+  root.setFormatVersion(schema::PLAN_FORMAT_VERSION);
+  root.setPlannerVersion(planner_version);
+  root.setDeterminismRuleVersion(model::determinism_rule_version);
+  root.setModel(p.model);
+  root.setModelSpecJson(model::to_json(p.spec).dump());
+  root.setCluster(p.cluster);
+  root.setBatch(p.batch);
+  root.setContext(p.context);
+  root.setTpDegree(p.tp_degree);
+  root.setLayersPerGroup(p.layers_per_group);
+  root.setIncremental(p.incremental);
+  root.setAlignedSplits(p.aligned_splits);
+  root.setSlotNs(p.slot_ns);
+  auto failed = root.initFailedChips(p.failed_chips.size());
+  for (size_t i = 0; i < p.failed_chips.size(); ++i)
+    set_chip(failed[i], config.ref(p.failed_chips[i]));
+  auto shards = root.initShards(p.shards.size());
+  for (size_t i = 0; i < p.shards.size(); ++i) {
+    const auto& s = p.shards[i];
+    auto b = shards[i];
+    set_chip(b.initChip(), config.ref(s.chip));
+    b.setLayer(s.tensor.layer);
+    b.setTensor(static_cast<uint8_t>(s.tensor.kind));
+    b.setRowBegin(s.range.row_begin);
+    b.setRowEnd(s.range.row_end);
+    b.setColBegin(s.range.col_begin);
+    b.setColEnd(s.range.col_end);
+    b.setBytes(s.bytes);
+    b.setOffset(s.offset);
+    b.setScalesOffset(s.scales_offset);
+  }
+  auto kv = root.initKvSlices(p.kv_slices.size());
+  for (size_t i = 0; i < p.kv_slices.size(); ++i) {
+    const auto& k = p.kv_slices[i];
+    auto b = kv[i];
+    set_chip(b.initChip(), config.ref(k.chip));
+    b.setLayer(k.layer);
+    b.setKvHeadBegin(k.kv_head_begin);
+    b.setKvHeadEnd(k.kv_head_end);
+    b.setSequences(k.sequences);
+    b.setPositions(k.positions);
+    b.setKOffset(k.k_offset);
+    b.setVOffset(k.v_offset);
+  }
+  put_program(config, p, p.decode, root.initDecode());
+  put_program(config, p, p.prefill, root.initPrefill());
   root.setPlanHash(plan_hash(config, p));
   auto chip_list = [&](auto list, const std::vector<uint32_t>& chips) {
     for (size_t i = 0; i < chips.size(); ++i)
@@ -169,6 +245,7 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
   chip_list(root.initGroupChips(p.group_chips.size()), p.group_chips);
   chip_list(root.initEmbedChips(p.embed_chips.size()), p.embed_chips);
   chip_list(root.initHeadChips(p.head_chips.size()), p.head_chips);
+  set_chip(root.initSampler(), config.ref(p.sampler));
   std::vector<uint32_t> busy;
   for (uint32_t c = 0; c < p.usage.size(); ++c)
     if (p.usage[c].total() > 0)
@@ -179,8 +256,8 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
     set_chip(usage[i].initChip(), config.ref(busy[i]));
     usage[i].setWeightBytes(u.weight_bytes);
     usage[i].setKvBytes(u.kv_bytes);
-    usage[i].setRecvArenaBytes(u.recv_arena_bytes);
-    usage[i].setSendArenaBytes(u.send_arena_bytes);
+    usage[i].setDecodeBytes(u.decode_bytes);
+    usage[i].setPrefillBytes(u.prefill_bytes);
   }
   auto pr = root.initPredicted();
   const auto& q = p.predicted;
@@ -229,32 +306,167 @@ auto with_plan_reader(const std::string& bytes, F&& fn)
 
 } // namespace
 
+namespace {
+
+// Reads Plan messages back into plans: every chip reference resolved (ops
+// of host endpoints, and links' ends, may be "h3.host"; shards, slices and
+// placement lists name chips only), every id range-checked later by the
+// verifier, which callers run on every decoded plan.
+class plan_reader {
+public:
+  plan_reader(const cluster_config& config)
+      : config_(config)
+      , topo_(config) {}
+
+  caf::expected<uint32_t> chip(transport::schema::ChipId::Reader c) const {
+    return config_.flat_chip({c.getHost(), c.getChip()});
+  }
+  caf::expected<uint32_t> node(transport::schema::ChipId::Reader c) const {
+    return config_.flat({c.getHost(), c.getChip()});
+  }
+  caf::error chips(::capnp::List<transport::schema::ChipId>::Reader list,
+                   std::vector<uint32_t>& out) const {
+    for (auto c : list) {
+      auto f = chip(c);
+      if (!f)
+        return f.error();
+      out.push_back(*f);
+    }
+    return {};
+  }
+
+  static buffer_shape shape(schema::BufferShape::Reader b) {
+    return {b.getRows(), b.getColFirst(), b.getCols(), b.getPieces(),
+            b.getRowTable()};
+  }
+  static std::vector<operand>
+  operands(::capnp::List<schema::Operand>::Reader list) {
+    std::vector<operand> out;
+    for (auto o : list)
+      out.push_back({o.getOffset(), shape(o.getShape()), o.getTransfer(),
+                     o.getProducer(), o.getProducerOutput(), o.getCarried()});
+    return out;
+  }
+  template <class L>
+  static std::vector<uint32_t> u32(L list) {
+    std::vector<uint32_t> out;
+    for (auto v : list)
+      out.push_back(v);
+    return out;
+  }
+
+  caf::error program(schema::Program::Reader r, step_program& prog) {
+    prog.kind = static_cast<program_kind>(r.getKind() & 1);
+    prog.tokens = r.getTokens();
+    prog.micro_batches = r.getMicroBatches();
+    prog.micro_batch_sequences = u32(r.getMicroBatchSequences());
+    prog.period_slots = r.getPeriodSlots();
+    auto table = r.getSlotTable();
+    prog.slots_per_step = table.getSlotsPerStep();
+    for (auto o : r.getOps()) {
+      op x;
+      x.id = o.getId();
+      x.kind = static_cast<op_kind>(o.getKind());
+      if (o.getKind() > static_cast<uint8_t>(op_kind::sample))
+        return bad("op " + std::to_string(x.id) + ": unknown kind");
+      auto c = node(o.getChip());
+      if (!c)
+        return c.error();
+      x.chip = *c;
+      x.layer = o.getLayer();
+      x.micro_batch = o.getMicroBatch();
+      x.start_slot = o.getStartSlot();
+      x.duration_slots = o.getDurationSlots();
+      x.duration_ns = o.getDurationNs();
+      x.after_ops = u32(o.getAfterOps());
+      x.after_transfers = u32(o.getAfterTransfers());
+      x.n_blocks = o.getNBlocks();
+      for (auto part : o.getParts()) {
+        auto pc = chip(part.getChip());
+        if (!pc)
+          return pc.error();
+        x.parts.push_back({*pc, part.getFirstBlock(), part.getEndBlock()});
+      }
+      for (auto n : o.getNodes())
+        x.nodes.push_back({n.getFirst(), n.getCount()});
+      x.out_first = o.getOutFirst();
+      x.out_end = o.getOutEnd();
+      x.inputs = operands(o.getInputs());
+      x.outputs = operands(o.getOutputs());
+      x.scratch_offset = o.getScratchOffset();
+      x.scratch_bytes = o.getScratchBytes();
+      x.weights = u32(o.getWeights());
+      x.kv = o.getKv();
+      x.vocab_bounds = u32(o.getVocabBounds());
+      prog.ops.push_back(std::move(x));
+    }
+    auto facts = r.getTransferLinks();
+    prog.transfers.resize(facts.size());
+    for (auto l : table.getLinks()) {
+      auto src = node(l.getSrc());
+      auto dst = node(l.getDst());
+      if (!src || !dst)
+        return src ? dst.error() : src.error();
+      auto link = topo_.find(*src, *dst);
+      if (link < 0)
+        return bad("no link " + transport::to_string(config_.ref(*src)) +
+                   "->" + transport::to_string(config_.ref(*dst)) + " in " +
+                   config_.name);
+      for (auto t : l.getTransfers()) {
+        if (t.getId() >= prog.transfers.size())
+          return bad("transfer id " + std::to_string(t.getId()) +
+                     " out of range");
+        auto& x = prog.transfers[t.getId()];
+        x.id = t.getId();
+        x.link = static_cast<uint32_t>(link);
+        x.src = *src;
+        x.dst = *dst;
+        x.start_slot = t.getStartSlot();
+        x.duration_slots = t.getDurationSlots();
+        x.bytes = t.getBytes();
+        x.src_offset = t.getSrcOffset();
+        for (auto d : t.getDstOffsets())
+          x.dst_offsets.push_back(d);
+      }
+    }
+    for (auto f : facts) {
+      if (f.getId() >= prog.transfers.size())
+        return bad("transfer id out of range");
+      auto& x = prog.transfers[f.getId()];
+      x.after_op = f.getAfterOp();
+      x.src_output = f.getSrcOutput();
+      x.after_transfer = f.getAfterTransfer();
+      x.consumer_op = f.getConsumerOp();
+      x.consumer_input = f.getConsumerInput();
+      x.payload_bytes = f.getPayloadBytes();
+    }
+    prog.arenas.assign(config_.node_count(), {});
+    for (auto a : r.getArenas()) {
+      auto n = node(a.getChip());
+      if (!n)
+        return n.error();
+      prog.arenas[*n] = {a.getSendBase(), a.getSendBytes(), a.getRecvBase(),
+                         a.getRecvBytes(), a.getEnd()};
+    }
+    return {};
+  }
+
+  static caf::error bad(const std::string& what) {
+    return caf::make_error(errc::invalid_plan, "serialised plan: " + what);
+  }
+
+private:
+  const cluster_config& config_;
+  topology topo_;
+};
+
+} // namespace
+
 caf::expected<plan> decode_plan(const cluster_config& config,
                                 const std::string& bytes) {
   return with_plan_reader(
       bytes, [&](schema::Plan::Reader r) -> caf::expected<plan> {
-        auto bad = [](const std::string& what) {
-          return caf::make_error(errc::invalid_plan,
-                                 "serialised plan: " + what);
-        };
-        // Ops, shards, usage and chip lists name chips (arrays sized by
-        // chip_count() are indexed with them); a link's ends may also be
-        // host endpoints ("h3.host").
-        auto flat = [&](transport::schema::ChipId::Reader c) {
-          return config.flat_chip({c.getHost(), c.getChip()});
-        };
-        auto node = [&](transport::schema::ChipId::Reader c) {
-          return config.flat({c.getHost(), c.getChip()});
-        };
-        auto chips = [&](auto list, std::vector<uint32_t>& out) -> caf::error {
-          for (auto c : list) {
-            auto f = flat(c);
-            if (!f)
-              return f.error();
-            out.push_back(*f);
-          }
-          return {};
-        };
+        plan_reader in{config};
         plan p;
         p.model = r.getModel().cStr();
         p.cluster = r.getCluster().cStr();
@@ -262,7 +474,7 @@ caf::expected<plan> decode_plan(const cluster_config& config,
         try {
           spec_json = nlohmann::json::parse(r.getModelSpecJson().cStr());
         } catch (const nlohmann::json::exception&) {
-          return bad("model spec is not JSON");
+          return plan_reader::bad("model spec is not JSON");
         }
         auto spec = model::spec_from_json(spec_json);
         if (!spec)
@@ -270,115 +482,64 @@ caf::expected<plan> decode_plan(const cluster_config& config,
         p.spec = *spec;
         p.batch = r.getBatch();
         p.context = r.getContext();
-        p.micro_batches = r.getMicroBatches();
         p.tp_degree = r.getTpDegree();
         p.layers_per_group = r.getLayersPerGroup();
         p.incremental = r.getIncremental();
-    p.aligned_splits = r.getAlignedSplits();
-        auto table = r.getSlotTable();
-        p.slot_ns = table.getSlotNs();
-        p.slots_per_step = table.getSlotsPerStep();
-        if (auto e = chips(r.getFailedChips(), p.failed_chips))
+        p.aligned_splits = r.getAlignedSplits();
+        p.slot_ns = r.getSlotNs();
+        if (auto e = in.chips(r.getFailedChips(), p.failed_chips))
           return e;
-        if (auto e = chips(r.getSpares(), p.spares))
+        if (auto e = in.chips(r.getSpares(), p.spares))
           return e;
-        if (auto e = chips(r.getGroupChips(), p.group_chips))
+        if (auto e = in.chips(r.getGroupChips(), p.group_chips))
           return e;
-        if (auto e = chips(r.getEmbedChips(), p.embed_chips))
+        if (auto e = in.chips(r.getEmbedChips(), p.embed_chips))
           return e;
-        if (auto e = chips(r.getHeadChips(), p.head_chips))
+        if (auto e = in.chips(r.getHeadChips(), p.head_chips))
           return e;
+        auto sampler = in.node(r.getSampler());
+        if (!sampler)
+          return sampler.error();
+        p.sampler = *sampler;
         for (auto s : r.getShards()) {
-          auto c = flat(s.getChip());
+          auto c = in.chip(s.getChip());
           if (!c)
             return c.error();
           p.shards.push_back(
               {*c,
                {s.getLayer(), static_cast<model::tensor_kind>(s.getTensor())},
                {s.getRowBegin(), s.getRowEnd(), s.getColBegin(), s.getColEnd()},
-               s.getBytes()});
+               s.getBytes(),
+               s.getOffset(),
+               s.getScalesOffset()});
         }
-        for (auto o : r.getOps()) {
-          op x;
-          x.id = o.getId();
-          x.kind = static_cast<op_kind>(o.getKind());
-          auto c = flat(o.getChip());
+        for (auto k : r.getKvSlices()) {
+          auto c = in.chip(k.getChip());
           if (!c)
             return c.error();
-          x.chip = *c;
-          x.layer = o.getLayer();
-          x.micro_batch = o.getMicroBatch();
-          x.start_slot = o.getStartSlot();
-          x.duration_slots = o.getDurationSlots();
-          for (auto a : o.getAfterOps())
-            x.after_ops.push_back(a);
-          for (auto a : o.getAfterTransfers())
-            x.after_transfers.push_back(a);
-          x.n_blocks = o.getNBlocks();
-          for (auto part : o.getParts()) {
-            auto pc = flat(part.getChip());
-            if (!pc)
-              return pc.error();
-            x.parts.push_back({*pc, part.getFirstBlock(), part.getEndBlock()});
-          }
-          for (auto n : o.getNodes())
-            x.nodes.push_back({n.getFirst(), n.getCount()});
-          x.out_first = o.getOutFirst();
-          x.out_end = o.getOutEnd();
-          p.ops.push_back(std::move(x));
+          p.kv_slices.push_back({*c, k.getLayer(), k.getKvHeadBegin(),
+                                 k.getKvHeadEnd(), k.getSequences(),
+                                 k.getPositions(), k.getKOffset(),
+                                 k.getVOffset()});
         }
-        auto facts = r.getTransferLinks();
-        p.transfers.resize(facts.size());
-        topology topo{config};
-        for (auto l : table.getLinks()) {
-          auto src = node(l.getSrc());
-          auto dst = node(l.getDst());
-          if (!src || !dst)
-            return src ? dst.error() : src.error();
-          auto link = topo.find(*src, *dst);
-          if (link < 0)
-            return bad("no link " + transport::to_string(config.ref(*src)) +
-                       "->" + transport::to_string(config.ref(*dst)) + " in " +
-                       config.name);
-          for (auto t : l.getTransfers()) {
-            if (t.getId() >= p.transfers.size())
-              return bad("transfer id " + std::to_string(t.getId()) +
-                         " out of range");
-            auto& x = p.transfers[t.getId()];
-            x.id = t.getId();
-            x.link = static_cast<uint32_t>(link);
-            x.src = *src;
-            x.dst = *dst;
-            x.start_slot = t.getStartSlot();
-            x.duration_slots = t.getDurationSlots();
-            x.bytes = t.getBytes();
-            x.src_offset = t.getSrcOffset();
-            for (auto d : t.getDstOffsets())
-              x.dst_offsets.push_back(d);
-          }
-        }
-        for (auto f : facts) {
-          if (f.getId() >= p.transfers.size())
-            return bad("transfer id out of range");
-          auto& x = p.transfers[f.getId()];
-          x.after_op = f.getAfterOp();
-          x.after_transfer = f.getAfterTransfer();
-          x.consumer_op = f.getConsumerOp();
-          x.payload_bytes = f.getPayloadBytes();
-        }
-        p.usage.assign(config.chip_count(), {});
+        if (auto e = in.program(r.getDecode(), p.decode))
+          return e;
+        if (auto e = in.program(r.getPrefill(), p.prefill))
+          return e;
+        p.usage.assign(config.node_count(), {});
         for (auto u : r.getUsage()) {
-          auto c = flat(u.getChip());
+          auto c = in.node(u.getChip());
           if (!c)
             return c.error();
           p.usage[*c] = {u.getWeightBytes(), u.getKvBytes(),
-                         u.getRecvArenaBytes(), u.getSendArenaBytes()};
+                         u.getDecodeBytes(), u.getPrefillBytes()};
         }
         std::set<uint32_t> used;
         for (const auto& s : p.shards)
           used.insert(s.chip);
-        for (const auto& o : p.ops)
-          used.insert(o.chip);
+        for (const auto& o : p.decode.ops)
+          if (!config.is_host_node(o.chip))
+            used.insert(o.chip);
         p.chips_used.assign(used.begin(), used.end());
         auto q = r.getPredicted();
         p.predicted = {
@@ -393,15 +554,17 @@ caf::expected<plan> decode_plan(const cluster_config& config,
 caf::expected<std::string> check_encoded_plan(const std::string& bytes) {
   return with_plan_reader(
       bytes, [](schema::Plan::Reader root) -> caf::expected<std::string> {
-        size_t n = 0;
-        for (auto l : root.getSlotTable().getLinks())
-          n += l.getTransfers().size();
-        if (n != root.getTransferLinks().size())
-          return caf::make_error(
-              errc::invalid_plan,
-              "serialised plan: slot table lists " + std::to_string(n) +
-                  " transfers, plan " +
-                  std::to_string(root.getTransferLinks().size()));
+        for (auto prog : {root.getDecode(), root.getPrefill()}) {
+          size_t n = 0;
+          for (auto l : prog.getSlotTable().getLinks())
+            n += l.getTransfers().size();
+          if (n != prog.getTransferLinks().size())
+            return caf::make_error(
+                errc::invalid_plan,
+                "serialised plan: a slot table lists " + std::to_string(n) +
+                    " transfers, its program " +
+                    std::to_string(prog.getTransferLinks().size()));
+        }
         return std::string{root.getPlanHash().cStr()};
       });
 }

@@ -6,7 +6,9 @@
 
 namespace lockstep::planner {
 
-std::string chrome_trace(const cluster_config& config, const plan& p) {
+std::string chrome_trace(const cluster_config& config, const plan& p,
+                         program_kind kind) {
+  const auto& prog = p.program(kind);
   using nlohmann::json;
   constexpr int chips_pid = 1;
   constexpr int links_pid = 2;
@@ -21,7 +23,7 @@ std::string chrome_trace(const cluster_config& config, const plan& p) {
                     {"name", "process_name"},
                     {"args", {{"name", "links"}}}});
   std::set<uint32_t> chips, links;
-  for (const auto& o : p.ops) {
+  for (const auto& o : prog.ops) {
     chips.insert(o.chip);
     events.push_back(
         {{"ph", "X"},
@@ -35,7 +37,7 @@ std::string chrome_trace(const cluster_config& config, const plan& p) {
          {"dur", o.duration_slots * slot_us},
          {"args", {{"op", o.id}, {"micro_batch", o.micro_batch}}}});
   }
-  for (const auto& t : p.transfers) {
+  for (const auto& t : prog.transfers) {
     links.insert(t.link);
     events.push_back({{"ph", "X"},
                       {"pid", links_pid},

@@ -16,14 +16,19 @@
 #include "planner/cluster_config.hpp"
 #include "planner/plan.hpp"
 
+#include <set>
 #include <string>
 #include <vector>
 
 namespace lockstep::planner {
 
 struct verify_report {
-  std::vector<std::string> violations; // each names op/link/chip/slot
+  /// Each "<rule>: <what>", naming op, link, chip or slot; rules are
+  /// listed in docs/planner.md ("The verifier").
+  std::vector<std::string> violations;
   bool ok() const { return violations.empty(); }
+  /// The rules that fired.
+  std::set<std::string> rules() const;
 };
 
 /// Verifies `p` against `config`; reports at most `max_violations`.

@@ -143,13 +143,22 @@ int run_plan(const plan_cli_options& o) {
   auto spares_free = p.spares.size();
   // Hops of the longest route: follow each final hop back to its first.
   uint32_t max_hops = 0;
-  for (const auto& t : p.transfers) {
+  for (const auto& t : p.decode.transfers) {
     uint32_t hops = 1;
     for (auto prev = t.after_transfer; prev != planner::no_id;
-         prev = p.transfers[prev].after_transfer)
+         prev = p.decode.transfers[prev].after_transfer)
       ++hops;
     max_hops = std::max(max_hops, hops);
   }
+  auto program_json = [](const planner::step_program& prog) {
+    return nlohmann::json{{"ops", prog.ops.size()},
+                          {"transfers", prog.transfers.size()},
+                          {"slots_per_step", prog.slots_per_step},
+                          {"period_slots", prog.period_slots},
+                          {"micro_batches", prog.micro_batches},
+                          {"tokens", prog.tokens},
+                          {"transfer_bytes", prog.transfer_bytes()}};
+  };
   auto moves_json = nlohmann::json::array();
   for (const auto& m : moves)
     moves_json.push_back(
@@ -166,16 +175,19 @@ int run_plan(const plan_cli_options& o) {
                      {"batch", p.batch},
                      {"context", p.context},
                      {"chips", config->chip_count()},
+                     {"sampler", transport::to_string(config->ref(p.sampler))},
                      {"chips_used", p.chips_used.size()},
                      {"spares", spares_free},
                      {"tp_degree", p.tp_degree},
                      {"layers_per_group", p.layers_per_group},
                      {"groups", p.group_chips.size() / p.tp_degree},
-                     {"micro_batches", p.micro_batches},
-                     {"ops", p.ops.size()},
-                     {"transfers", p.transfers.size()},
+                     {"micro_batches", p.decode.micro_batches},
+                     {"ops", p.decode.ops.size()},
+                     {"transfers", p.decode.transfers.size()},
                      {"slot_ns", p.slot_ns},
-                     {"slots_per_step", p.slots_per_step},
+                     {"slots_per_step", p.decode.slots_per_step},
+                     {"decode", program_json(p.decode)},
+                     {"prefill", program_json(p.prefill)},
                      {"max_route_hops", max_hops},
                      {"compile_s", compile_s},
                      {"plan_hash", hash},
@@ -195,13 +207,21 @@ int run_plan(const plan_cli_options& o) {
                 "layer(s) per group, %zu embedding + %zu LM-head chips\n",
                 p.group_chips.size() / p.tp_degree, p.tp_degree,
                 p.layers_per_group, p.embed_chips.size(), p.head_chips.size());
-    std::printf("schedule   %zu ops, %zu transfers (routes up to %u hops), %u "
-                "slots of %.1f us, %u micro-batch(es)\n",
-                p.ops.size(), p.transfers.size(), max_hops, p.slots_per_step,
-                p.slot_ns / 1000.0, p.micro_batches);
+    std::printf("decode     %zu ops, %zu transfers (routes up to %u hops), %u "
+                "slots of %.1f us, %u micro-batch(es), token loop through "
+                "%s\n",
+                p.decode.ops.size(), p.decode.transfers.size(), max_hops,
+                p.decode.slots_per_step, p.slot_ns / 1000.0,
+                p.decode.micro_batches,
+                transport::to_string(config->ref(p.sampler)).c_str());
+    std::printf("prefill    %zu ops, %zu transfers, chunks of %u tokens, a "
+                "step of %u slots, a new chunk every %u slots\n",
+                p.prefill.ops.size(), p.prefill.transfers.size(),
+                p.prefill.tokens, p.prefill.slots_per_step,
+                p.prefill.period_slots);
     std::printf("predicted  %.1f us/token (lower bound %.1f us, ratio %.2f), "
                 "%.1f tokens/s per user, %.1f tokens/s aggregate, TTFT %.2f ms "
-                "(%u-token prompt)\n",
+                "(%u-token prompt, by the prefill program)\n",
                 pr.token_latency_us, pr.lower_bound_token_latency_us,
                 pr.lower_bound_token_latency_us > 0
                     ? pr.token_latency_us / pr.lower_bound_token_latency_us

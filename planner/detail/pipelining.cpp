@@ -32,27 +32,29 @@ uint32_t pipeline_period(const step_program& prog, uint32_t chip_count) {
   if (prog.kind == program_kind::decode || length == 0)
     return length;
   auto end = [](const auto& x) { return x.start_slot + x.duration_slots; };
+  // Relays: forwards whose output only transfers read.
+  std::vector<bool> local_reader(prog.ops.size(), false);
+  for (const auto& o : prog.ops)
+    for (const auto& in : o.inputs)
+      if (in.producer != no_id)
+        local_reader[in.producer] = true;
   uint64_t period = 1;
-  // Chip spans.
-  std::map<uint32_t, std::pair<uint32_t, uint32_t>> span; // node -> [lo, hi)
-  std::map<uint32_t, std::vector<std::pair<uint32_t, uint32_t>>> host_ops;
+  using interval = std::pair<uint32_t, uint32_t>; // start, duration
+  std::map<uint32_t, std::vector<interval>> node_ops, link_transfers;
+  std::map<uint32_t, std::pair<uint32_t, uint32_t>> span; // compute ops
   for (const auto& o : prog.ops) {
-    if (o.chip >= chip_count) {
-      host_ops[o.chip].push_back({o.start_slot, o.duration_slots});
+    node_ops[o.chip].push_back({o.start_slot, o.duration_slots});
+    bool relay = o.kind == op_kind::forward && !local_reader[o.id];
+    if (o.chip >= chip_count || relay)
       continue;
-    }
     auto [it, fresh] = span.try_emplace(o.chip, o.start_slot, end(o));
     it->second.first = std::min(it->second.first, o.start_slot);
     it->second.second = std::max(it->second.second, end(o));
   }
   for (const auto& [node, s] : span)
     period = std::max<uint64_t>(period, s.second - s.first);
-  // Link spans and window reuse.
-  std::map<uint32_t, std::pair<uint32_t, uint32_t>> link_span;
   for (const auto& t : prog.transfers) {
-    auto [it, fresh] = link_span.try_emplace(t.link, t.start_slot, end(t));
-    it->second.first = std::min(it->second.first, t.start_slot);
-    it->second.second = std::max(it->second.second, end(t));
+    link_transfers[t.link].push_back({t.start_slot, t.duration_slots});
     const auto& producer = prog.ops[t.after_op];
     if (end(t) > producer.start_slot)
       period = std::max<uint64_t>(period, end(t) - producer.start_slot);
@@ -61,15 +63,30 @@ uint32_t pipeline_period(const step_program& prog, uint32_t chip_count) {
       period = std::max<uint64_t>(period,
                                   (end(reader) - t.start_slot + 1) / 2);
   }
-  for (const auto& [link, s] : link_span)
-    period = std::max<uint64_t>(period, s.second - s.first);
   if (period >= length)
     return length;
-  // The host's few ops: move the period up past any modulo clash.
+  // Nodes and links whose work of one step spans more than a period must
+  // not collide with themselves modulo it; the others cannot.
+  auto spans_more = [](const std::vector<interval>& list, uint64_t p) {
+    uint32_t lo = list.front().first, hi = 0;
+    for (auto [s, d] : list) {
+      lo = std::min(lo, s);
+      hi = std::max(hi, s + d);
+    }
+    return hi - lo > p;
+  };
+  std::vector<const std::vector<interval>*> watch;
+  for (const auto* m : {&node_ops, &link_transfers})
+    for (const auto& [key, list] : *m)
+      if (spans_more(list, period))
+        watch.push_back(&list);
   for (auto p = static_cast<uint32_t>(period); p < length; ++p) {
     bool clash = false;
-    for (const auto& [node, list] : host_ops)
-      clash = clash || overlaps_modulo(list, p);
+    for (const auto* list : watch)
+      if (spans_more(*list, p) && overlaps_modulo(*list, p)) {
+        clash = true;
+        break;
+      }
     if (!clash)
       return p;
   }

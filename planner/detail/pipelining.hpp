@@ -6,16 +6,18 @@
 // the first layer group while chunk c is in the second — if the program's
 // resources and buffers allow it at that period:
 //
-// - every chip's ops of one step fit inside one period (its span), so a
-//   chip finishes step k before it starts step k+1: its local buffers, its
-//   scratch and its KV appends (chunk order) are never raced;
-// - every link's transfers of one step fit inside one period;
+// - no node runs two ops at once and no link carries two transfers at once
+//   when every step's slots repeat one period later (checked by folding
+//   them onto one period);
+// - the ops of a chip that keep activations in its SRAM (all but relays,
+//   which only copy a receive window into a send window) fit inside one
+//   period, so a chip's local buffers, scratch and KV appends (chunk
+//   order) of step k are done before step k+1's begin — the SRAM layout
+//   reuses space under exactly that assumption;
 // - a send window is not rewritten (next step's producer start) before its
 //   transfers of this step end: transfer end <= producer start + period;
 // - a receive window (two, by step parity) is not rewritten before its
-//   reader ends: reader end <= transfer start + 2 * period;
-// - the sampler host's ops (feed at the start, sample at the end) do not
-//   overlap modulo the period.
+//   reader ends: reader end <= transfer start + 2 * period.
 //
 // Decode steps depend on each other through the token loop: their period is
 // the program's length.
@@ -23,6 +25,8 @@
 #include "planner/plan.hpp"
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace lockstep::planner::detail {
 
