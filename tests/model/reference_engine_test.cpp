@@ -149,31 +149,66 @@ generation_request request(uint64_t id, std::vector<int32_t> prompt, uint32_t n,
   return {id, std::move(prompt), n, p, chunk};
 }
 
-// Golden tokens and logits for tiny-8, weight seed 42: they pin the exact
-// bits of the whole stack (generator, kernels, RoPE, sampler, hashing) on
-// every machine and build. A change here is a determinism-rule change.
-TEST(reference_engine, golden_tokens_for_tiny_8) {
-  auto w =
-      model_weights::generate(weight_generator{*find_preset("tiny-8"), 42});
-  reference_engine engine{w};
-  auto greedy = request(0, {1, 2, 3}, 12);
-  auto sampled = request(0, {1, 2, 3}, 12, {7, 0.8f, 40, 0.95f});
-  std::vector reqs{greedy, sampled};
-  auto out = generate(engine, std::span{reqs}.first(1));
-  ASSERT_TRUE(out);
-  EXPECT_EQ((*out)[0].tokens,
-            (std::vector<int32_t>{194, 840, 637, 475, 840, 269, 194, 637, 269,
-                                  194, 635, 927}));
-  EXPECT_EQ((*out)[0].logits_sha256,
-            "c42e40ddc60c1f1ee8ac3b100b1927dac7dd13ed40959bd1d9be7a39f4f22965");
+// Golden tokens and logits for tiny-8, weight seed 42, in every weight dtype:
+// they pin the exact bits of the whole stack (generator, dequantisation,
+// kernels, RoPE, sampler, hashing) on every machine and build. A change here
+// is a determinism-rule change. The f16, bf16 and int8 rows were pinned from
+// the engine as it was before its rewrite, so the rewrite must reproduce them.
+struct golden_run {
+  std::vector<int32_t> tokens;
+  std::string logits_sha256;
+};
 
-  out = generate(engine, std::span{reqs}.subspan(1));
-  ASSERT_TRUE(out);
-  EXPECT_EQ((*out)[0].tokens,
-            (std::vector<int32_t>{869, 488, 428, 57, 289, 128, 44, 191, 311,
-                                  630, 850, 243}));
-  EXPECT_EQ((*out)[0].logits_sha256,
-            "16f1ce4444c8db56aa36f7701b2db1f92ccbd5d5ffd8487f45cf0ed795fd8fd0");
+struct golden_case {
+  dtype weight_dtype;
+  golden_run greedy;  // prompt 1,2,3; 12 tokens; greedy
+  golden_run sampled; // same, seed 7, temperature 0.8, top-k 40, top-p 0.95
+};
+
+const golden_case golden_cases[] = {
+    {dtype::f32,
+     {{194, 840, 637, 475, 840, 269, 194, 637, 269, 194, 635, 927},
+      "c42e40ddc60c1f1ee8ac3b100b1927dac7dd13ed40959bd1d9be7a39f4f22965"},
+     {{869, 488, 428, 57, 289, 128, 44, 191, 311, 630, 850, 243},
+      "16f1ce4444c8db56aa36f7701b2db1f92ccbd5d5ffd8487f45cf0ed795fd8fd0"}},
+    // f16 (and bf16 when greedy) rounds tiny-8's weights too little to change
+    // a token: only the logits hash tells these runs from f32's.
+    {dtype::f16,
+     {{194, 840, 637, 475, 840, 269, 194, 637, 269, 194, 635, 927},
+      "b5c622ff7aed692fb9f521b658f07e35c90bbf7f432019c938682512105c8f0d"},
+     {{869, 488, 428, 57, 289, 128, 44, 191, 311, 630, 850, 243},
+      "9515cf22b7f5a6c513e2da4996f1f19b7c0561c40149ae49a1cecee959bcaf2d"}},
+    {dtype::bf16,
+     {{194, 840, 637, 475, 840, 269, 194, 637, 269, 194, 635, 927},
+      "47d9fd7101c81222b60b8bc6f247bcca358a8afd78657590b81d6480ea0453ce"},
+     {{869, 906, 840, 381, 599, 833, 671, 342, 599, 139, 185, 806},
+      "5f9b59a37be6d9e87723797682ce999fd71e1287f6f2a6e42149bbd3e50e6868"}},
+    {dtype::int8,
+     {{279, 225, 418, 705, 833, 906, 430, 381, 418, 350, 167, 14},
+      "3a62ca0004aecf4ff3e950d6fc1b3846aefcfcb6ffbf378b7384eaf95daa83cc"},
+     {{55, 136, 235, 594, 134, 1005, 418, 906, 808, 939, 660, 272},
+      "c0bee3213afda2e152dcf5ea27ac9d85176c41f136b33231ba744b5b355298bb"}},
+};
+
+TEST(reference_engine, golden_tokens_for_tiny_8) {
+  for (const auto& golden : golden_cases) {
+    SCOPED_TRACE(to_string(golden.weight_dtype));
+    auto spec = *find_preset("tiny-8");
+    spec.weight_dtype = golden.weight_dtype;
+    auto w = model_weights::generate(weight_generator{spec, 42});
+    reference_engine engine{w};
+    // One request per generate() call: each starts from an empty cache.
+    for (auto [params, expected] :
+         {std::pair{sampling_params{}, &golden.greedy},
+          std::pair{sampling_params{7, 0.8f, 40, 0.95f}, &golden.sampled}}) {
+      SCOPED_TRACE(expected == &golden.greedy ? "greedy" : "sampled");
+      auto req = request(0, {1, 2, 3}, 12, params);
+      auto out = generate(engine, {&req, 1});
+      ASSERT_TRUE(out) << render(out.error());
+      EXPECT_EQ((*out)[0].tokens, expected->tokens);
+      EXPECT_EQ((*out)[0].logits_sha256, expected->logits_sha256);
+    }
+  }
 }
 
 class engine_fixture : public ::testing::Test {
