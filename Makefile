@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean format
+.PHONY: all deps configure build test tsan demo bench clean format
 
 all: build
 
@@ -23,6 +23,17 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
+# ThreadSanitizer over the model layer (worker pool, engine): its own build
+# directory, only the model test binaries, and any report fails the run.
+TSAN_BUILD_DIR ?= build-tsan
+
+tsan: deps
+	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DLOCKSTEP_SANITIZE=thread
+	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target model_tests
+	cd $(TSAN_BUILD_DIR) && TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" \
+	    ctest -L model --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
 demo: build
 	scripts/demo.sh $(BUILD_DIR)
 
@@ -32,7 +43,7 @@ bench: build
 	$(BUILD_DIR)/bin/lockstep-bench planner
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(TSAN_BUILD_DIR)
 
 format:
 	git ls-files '*.hpp' '*.cpp' | xargs clang-format -i

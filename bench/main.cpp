@@ -2,11 +2,20 @@
 
 #include "bench/benches.hpp"
 
+#include "common/error.hpp"
+#include "model/fp_env.hpp"
+
 #include <cstdio>
 #include <cstring>
 
 int main(int argc, char** argv) {
   using namespace lockstep::bench;
+  // Kernel figures measured with FTZ/DAZ set would be for different math
+  // (and subnormal-free timings), so refuse to run at all.
+  if (auto err = lockstep::model::check_fp_environment()) {
+    std::fprintf(stderr, "lockstep-bench: %s\n", lockstep::render(err).c_str());
+    return 1;
+  }
   struct suite {
     const char* name;
     int (*run)(int, char**);

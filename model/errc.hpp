@@ -1,6 +1,6 @@
 #pragma once
 
-// Errors of the model layer (specs, presets, weights, engine).
+// Errors of the model layer (specs, presets, weights, engine, FP environment).
 
 #include "common/error.hpp"
 
@@ -11,12 +11,13 @@
 namespace lockstep::model {
 
 enum class errc : uint8_t {
-  unknown_model = 1, // no preset of that name
-  invalid_spec,      // a spec field is out of range (names the field)
-  invalid_shard,     // a shard range is off the tensor or off block bounds
-  invalid_argument,  // a bad argument to the engine or sampler
-  context_full,      // a sequence would exceed max_context
-  invalid_split,     // a split or combine breaks the determinism rule
+  unknown_model = 1,  // no preset of that name
+  invalid_spec,       // a spec field is out of range (names the field)
+  invalid_shard,      // a shard range is off the tensor or off block bounds
+  invalid_argument,   // a bad argument to the engine or sampler
+  context_full,       // a sequence would exceed max_context
+  bad_fp_environment, // FTZ/DAZ set or not round-to-nearest (names which)
+  invalid_split,      // a split or combine breaks the determinism rule
 };
 
 const char* to_string(errc code);

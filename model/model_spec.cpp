@@ -19,6 +19,8 @@ const char* to_string(errc code) {
     return "invalid_argument";
   case errc::context_full:
     return "context_full";
+  case errc::bad_fp_environment:
+    return "bad_fp_environment";
   case errc::invalid_split:
     return "invalid_split";
   }
@@ -29,6 +31,9 @@ error_kind kind_of(errc code) {
   switch (code) {
   case errc::context_full:
     return error_kind::overloaded;
+  case errc::bad_fp_environment:
+    // The process itself is misconfigured: retrying cannot help.
+    return error_kind::failed;
   default:
     return error_kind::invalid_input;
   }

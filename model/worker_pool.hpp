@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -27,24 +28,36 @@ public:
     return static_cast<unsigned>(workers_.size()) + 1;
   }
 
-  /// Runs fn(i) for every i in [0, n), on the workers and the caller, and
-  /// returns when all are done. Thread-safety: one run() at a time.
+  /// Runs fn(i) exactly once for every i in [0, n), on the workers and the
+  /// caller, and returns when all are done; everything fn wrote is then
+  /// visible to the caller. Thread-safety: one run() at a time.
   void run(unsigned n, const std::function<void(unsigned)>& fn);
 
 private:
+  // One run() as a thread sees it: copied under mutex_, so a thread never
+  // reads the pool's fields while the next run() rewrites them.
+  struct batch {
+    const std::function<void(unsigned)>* fn = nullptr;
+    unsigned n = 0;
+    uint32_t generation = 0;
+  };
+
   void work_loop();
-  void drain();
+  // Runs indices of `b` until none is left; returns how many it ran.
+  unsigned drain(const batch& b);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  const std::function<void(unsigned)>* job_ = nullptr;
-  unsigned n_ = 0;
-  std::atomic<unsigned> next_{0};
-  unsigned finished_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::condition_variable wake_; // a new batch, or stop_
+  std::condition_variable done_; // finished_ reached the batch's n
+  batch current_;                // guarded by mutex_
+  unsigned finished_ = 0;        // guarded by mutex_; indices done this run
+  bool stop_ = false;            // guarded by mutex_
+  // (generation << 32) | next unclaimed index of the current batch. An index
+  // is claimed by compare-exchange against the generation the thread copied,
+  // so a thread still draining an old batch can never take an index of the
+  // new one (see drain()).
+  std::atomic<uint64_t> ticket_{0};
 };
 
 } // namespace lockstep::model

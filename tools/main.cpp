@@ -2,6 +2,8 @@
 
 #include "tools/cli.hpp"
 
+#include "model/fp_env.hpp"
+
 #include <cstdio>
 #include <exception>
 
@@ -33,6 +35,11 @@ void add_output_option(CLI::App& cmd, std::string& format) {
 
 int main(int argc, char** argv) {
   using namespace lockstep::tools;
+  // Before anything else: if a library loaded into the process has set
+  // FTZ/DAZ or another rounding mode (see model/fp_env.hpp), every command
+  // that does model math would produce different bits without noticing.
+  if (auto err = lockstep::model::check_fp_environment())
+    return fail(exit_problem, lockstep::render(err));
   CLI::App app{"lockstep: deterministic, compiler-scheduled multi-chip "
                "inference"};
   app.require_subcommand(1);
