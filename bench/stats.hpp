@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <vector>
 
 namespace lockstep::bench {
@@ -15,12 +16,33 @@ inline double now_s() {
       .count();
 }
 
+/// CPU seconds used so far by all threads of this process. Beside wall time
+/// it shows how much of a core a measurement really got on a shared machine.
+inline double process_cpu_s() {
+  return static_cast<double>(std::clock()) / CLOCKS_PER_SEC;
+}
+
 inline double median(std::vector<double> v) {
   if (v.empty())
     return 0.0;
   std::sort(v.begin(), v.end());
   size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Minimum, median and maximum of a set of measurements, and how many.
+struct spread {
+  double min = 0.0;
+  double median = 0.0;
+  double max = 0.0;
+  size_t runs = 0;
+};
+
+inline spread spread_of(const std::vector<double>& v) {
+  if (v.empty())
+    return {};
+  auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return {*lo, median(v), *hi, v.size()};
 }
 
 /// Runs `fn` `reps` times and returns the median seconds per run.
