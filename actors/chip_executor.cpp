@@ -85,6 +85,30 @@ caf::error chip_executor::bind() {
   std::stable_sort(ops_.begin(), ops_.end(), [&](uint32_t a, uint32_t b) {
     return prog_.ops[a].start_slot < prog_.ops[b].start_slot;
   });
+  // The framing of every send window of this node (one per sent output).
+  for (const auto& t : prog_.transfers) {
+    if (t.src != node_)
+      continue;
+    uint64_t window = prog_.arenas[node_].send_base + t.src_offset;
+    if (std::any_of(framed_.begin(), framed_.end(),
+                    [&](const framed_output& f) { return f.window == window; }))
+      continue;
+    const auto& prod = prog_.ops[t.after_op];
+    if (t.src_output >= prod.outputs.size() ||
+        prod.outputs[t.src_output].offset != window + frame ||
+        !inside(window, t.bytes))
+      return fail(errc::bad_program, prod,
+                  "output " + std::to_string(t.src_output) +
+                      " is not the send window of transfer " +
+                      std::to_string(t.id));
+    std::vector<std::byte> scratch(t.bytes);
+    auto framed = transport::write_frame(scratch);
+    if (!framed)
+      return fail(errc::bad_program, prod, render(framed.error()));
+    framed_output f{prod.id, t.src_output, window, {}};
+    std::copy_n(scratch.begin(), frame, f.header.begin());
+    framed_.push_back(f);
+  }
   for (auto id : ops_) {
     const auto& o = prog_.ops[id];
     for (size_t i = 0; i < o.inputs.size(); ++i) {
@@ -291,6 +315,9 @@ caf::error chip_executor::run(uint32_t id, uint64_t step,
     return err;
   if (auto err = run_compute(o, step, pool))
     return err;
+  for (const auto& f : framed_)
+    if (f.op == id)
+      std::copy(f.header.begin(), f.header.end(), sram_.data() + f.window);
   for (uint32_t k = 0; k < o.outputs.size(); ++k)
     wrote(o.outputs[k].offset, o.outputs[k].bytes(), o.id, false, step);
   ++counters_.ops;

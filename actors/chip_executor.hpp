@@ -29,6 +29,7 @@
 
 #include <caf/expected.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -139,6 +140,16 @@ private:
   std::map<uint32_t, std::vector<float*>> kv_k_, kv_v_;
   // Per combine op, its compiled rule.
   std::map<uint32_t, model::combine_rule> rules_;
+  // Outputs that transfers send: the Cap'n Proto framing of their send
+  // window, written with the payload each time (decode and prefill share
+  // the space, so framing written at load would not survive the other
+  // program).
+  struct framed_output {
+    uint32_t op, output;
+    uint64_t window; // SRAM offset of the window (the framing's start)
+    std::array<std::byte, 24> header;
+  };
+  std::vector<framed_output> framed_;
   // What was written where: offset -> (end, writer, transfer?, step).
   struct write_record {
     uint64_t end;

@@ -279,11 +279,6 @@ caf::error simulation::bind(program_kind kind) {
       return e.error();
     executors_[k][n] = std::move(*e);
   }
-  // Frame every send window once, as the transport does when a plan loads.
-  for (const auto& t : prog.transfers)
-    if (auto f = transport::write_frame(executors_[k][t.src]->send_window(t.id));
-        !f)
-      return f.error();
   // One step's events in execution order: by slot; a transfer starting in a
   // slot is taken before the ops of that slot (both only depend on earlier
   // slots, so any order within a slot is the same computation).

@@ -245,7 +245,7 @@ int run_kernels(int argc, char** argv) {
     std::vector<float> x(size_t{mm_tokens} * w.cols(), 0.5f),
         y(size_t{mm_tokens} * w.rows());
     double s = median_seconds(9, [&] {
-      model::matmul({x.data(), mm_tokens, w.cols(), &w}, y.data(), w.rows());
+      model::matmul({x.data(), mm_tokens, w.cols(), w.view()}, y.data(), w.rows());
     });
     gflops = 2.0 * mm_tokens * w.rows() * w.cols() / s / 1e9;
 

@@ -26,7 +26,7 @@ std::vector<std::byte> slot_table_of(const std::string& plan_bytes) {
   ::capnp::FlatArrayMessageReader reader{
       kj::arrayPtr(words.data(), words.size())};
   ::capnp::MallocMessageBuilder table;
-  table.setRoot(reader.getRoot<planner::schema::Plan>().getSlotTable());
+  table.setRoot(reader.getRoot<planner::schema::Plan>().getDecode().getSlotTable());
   auto flat = ::capnp::messageToFlatArray(table);
   auto bytes = flat.asBytes();
   std::vector<std::byte> out(bytes.size());
@@ -44,7 +44,7 @@ TEST(plan_execution, local_64_plan_runs_over_libfabric_in_8_processes) {
   auto table = slot_table_of(planner::encode_plan(*config, plan->p));
   auto program = slot_program::load(table);
   ASSERT_TRUE(program) << render(program.error());
-  EXPECT_EQ(program->transfers().size(), plan->p.transfers.size());
+  EXPECT_EQ(program->transfers().size(), plan->p.decode.transfers.size());
   uint32_t hosts = static_cast<uint32_t>(config->chips_per_host.size());
   ASSERT_EQ(program->hosts(), hosts);
 
