@@ -209,6 +209,8 @@ int run_generate(const generate_options& o) {
     if (out->simulated) {
       j["ops_executed"] = out->simulated->ops_executed;
       j["bytes_transferred"] = out->simulated->bytes_transferred;
+      j["prefill_steps"] = out->simulated->prefill_steps;
+      j["decode_steps"] = out->simulated->decode_steps;
     }
     std::printf("%s\n", j.dump().c_str());
   } else {

@@ -90,5 +90,103 @@ TEST_F(generate_cli, bad_input_is_one_line_and_exit_code_2) {
   EXPECT_NE(r.err.find("llama-9000"), std::string::npos) << r.err;
 }
 
+// --simulate: a plan for a local cluster, every chip in the process, the
+// same tokens and logits as --reference, and counts that are the plan's.
+TEST_F(generate_cli, simulate_equals_reference_and_counts_what_the_plan_lists) {
+  auto config = std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/local-8.yaml";
+  std::vector<std::string> prompt{"--prompt-tokens", "1,2,3", "--max-tokens",
+                                  "12"};
+  auto ref = generate(prompt);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+  auto args = prompt;
+  args.insert(args.begin(), {"--simulate", config});
+  auto r = run(tmp_, [&] {
+    std::vector<std::string> a{"generate", "--db", db_, "--model", "tiny-8",
+                               "-o", "json"};
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
+  }());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto sim = nlohmann::json::parse(r.out);
+  auto want = nlohmann::json::parse(ref.out);
+  EXPECT_EQ(sim["tokens"], want["tokens"]);
+  EXPECT_EQ(sim["logits_sha256"], want["logits_sha256"]);
+  EXPECT_GT(sim["tokens_per_s"].get<double>(), 0.0);
+  // The plan's own counts, per step, times the steps run.
+  auto plan = run(tmp_, {"plan", config, "--model", "tiny-8", "-o", "json"});
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  auto p = nlohmann::json::parse(plan.out);
+  uint64_t prefill = sim["prefill_steps"], decode = sim["decode_steps"];
+  EXPECT_EQ(decode, 11u);
+  EXPECT_EQ(sim["ops_executed"].get<uint64_t>(),
+            prefill * p["prefill"]["ops"].get<uint64_t>() +
+                decode * p["decode"]["ops"].get<uint64_t>());
+  EXPECT_EQ(sim["bytes_transferred"].get<uint64_t>(),
+            prefill * p["prefill"]["transfer_bytes"].get<uint64_t>() +
+                decode * p["decode"]["transfer_bytes"].get<uint64_t>());
+}
+
+TEST_F(generate_cli, several_prompts_are_several_requests) {
+  auto config = std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/local-8.yaml";
+  std::vector<std::string> prompts{"--prompt-tokens", "1,2,3",
+                                   "--prompt-tokens", "9,8,7,6,5",
+                                   "--max-tokens",    "5",
+                                   "--seed",          "3",
+                                   "--temperature",   "0.7"};
+  auto ref = generate(prompts);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+  auto j = nlohmann::json::parse(ref.out);
+  ASSERT_EQ(j["requests"].size(), 2u);
+  EXPECT_NE(j["requests"][0]["logits_sha256"], j["requests"][1]["logits_sha256"]);
+  // Each request equals its own run alone (request ids follow the order).
+  auto alone = generate({"--prompt-tokens", "1,2,3", "--max-tokens", "5",
+                         "--seed", "3", "--temperature", "0.7"});
+  ASSERT_EQ(alone.code, 0) << alone.err;
+  EXPECT_EQ(j["requests"][0]["tokens"], nlohmann::json::parse(alone.out)["tokens"]);
+  // Two sequences' KV caches fit local-8 at a shorter context.
+  std::vector<std::string> a{"generate", "--simulate", config, "--context",
+                             "128", "--db", db_, "--model", "tiny-8", "-o",
+                             "json"};
+  a.insert(a.end(), prompts.begin(), prompts.end());
+  auto r = run(tmp_, a);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto sim = nlohmann::json::parse(r.out);
+  EXPECT_EQ(sim["requests"], j["requests"]);
+}
+
+TEST_F(generate_cli, simulate_refuses_what_it_cannot_run_with_exit_2) {
+  auto cfg = [](const std::string& name) {
+    return std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/" + name +
+           ".yaml";
+  };
+  auto sim = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a{"generate", "--db",  db_,
+                               "--model",  "tiny-8", "--prompt-tokens", "1"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(tmp_, a);
+  };
+  // A machine this one cannot hold: both figures named.
+  auto r = sim({"--simulate", cfg("groq-576")});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("132.5 GB"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("available"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (auto extra : std::vector<std::vector<std::string>>{
+           {},                                               // neither mode
+           {"--reference", "--simulate", cfg("local-8")},    // both
+           {"--simulate", cfg("no-such-config")},            // missing file
+           {"--simulate", cfg("local-8"), "--fail-chip", "h0.host"},
+           {"--simulate", cfg("local-8"), "--fail-chip", "h9.c0"},
+           {"--simulate", cfg("local-8"), "--batch", "0"},
+           {"--simulate", cfg("local-8"), "--context", "100000"},
+       }) {
+    r = sim(extra);
+    EXPECT_EQ(r.code, 2) << (extra.empty() ? "" : extra.back()) << ": "
+                         << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
 } // namespace
 } // namespace lockstep
