@@ -41,6 +41,7 @@ bench: build
 	$(BUILD_DIR)/bin/lockstep-bench kernels
 	$(BUILD_DIR)/bin/lockstep-bench transport
 	$(BUILD_DIR)/bin/lockstep-bench planner
+	$(BUILD_DIR)/bin/lockstep-bench simulate
 
 clean:
 	rm -rf $(BUILD_DIR) $(TSAN_BUILD_DIR)

@@ -15,5 +15,8 @@ int run_planner(int argc, char** argv);
 #ifdef LOCKSTEP_BENCH_TRANSPORT
 int run_transport(int argc, char** argv);
 #endif
+#ifdef LOCKSTEP_BENCH_SIMULATE
+int run_simulate(int argc, char** argv);
+#endif
 
 } // namespace lockstep::bench

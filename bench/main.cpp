@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
 #ifdef LOCKSTEP_BENCH_TRANSPORT
       {"transport", &run_transport},
 #endif
+#ifdef LOCKSTEP_BENCH_SIMULATE
+      {"simulate", &run_simulate},
+#endif
   };
   if (argc >= 2)
     for (const auto& s : suites)
