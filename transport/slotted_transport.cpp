@@ -304,7 +304,8 @@ caf::error slotted_transport::release(uint64_t step) {
 slotted_transport::raw_target
 slotted_transport::raw_target_of(chip_ref dst) const {
   const auto& p = peers_[dst.host];
-  return {p.addr, p.arenas[dst.chip].remote_base, p.arenas[dst.chip].key};
+  const auto& key = p.arenas.at(dst.chip);
+  return {p.addr, key.remote_base, key.key};
 }
 
 std::byte* slotted_transport::raw_send_base(chip_ref src) const {

@@ -144,8 +144,6 @@ caf::error slotted_transport::setup(const transport_options& opts,
         return mismatch("receive arena of " + to_string(c) + " has " +
                         std::to_string(i->bytes) + " bytes, the table needs " +
                         std::to_string(prog.arena(c)->recv_bytes));
-      if (p.arenas.size() <= c.chip)
-        p.arenas.resize(c.chip + 1);
       p.arenas[c.chip] = *i;
     }
     addrs.push_back(std::move(ph.fabric_address));
@@ -182,7 +180,7 @@ caf::error slotted_transport::setup(const transport_options& opts,
                                  detail_of(payload.error()));
     o.payload = *payload;
     const auto& dst_peer = peers_[link.dst.host];
-    const auto& key = dst_peer.arenas[link.dst.chip];
+    const auto& key = dst_peer.arenas.at(link.dst.chip);
     o.dest = dst_peer.addr;
     o.remote_base = key.remote_base;
     o.key = key.key;

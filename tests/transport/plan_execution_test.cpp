@@ -19,14 +19,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The plan's SlotTable as a message of its own, as a host would receive it.
-std::vector<std::byte> slot_table_of(const std::string& plan_bytes) {
+// A program's SlotTable as a message of its own, as a host would receive it.
+std::vector<std::byte> slot_table_of(const std::string& plan_bytes,
+                                     planner::program_kind kind) {
   std::vector<::capnp::word> words(plan_bytes.size() / 8);
   std::memcpy(words.data(), plan_bytes.data(), plan_bytes.size());
   ::capnp::FlatArrayMessageReader reader{
       kj::arrayPtr(words.data(), words.size())};
   ::capnp::MallocMessageBuilder table;
-  table.setRoot(reader.getRoot<planner::schema::Plan>().getDecode().getSlotTable());
+  auto root = reader.getRoot<planner::schema::Plan>();
+  table.setRoot(kind == planner::program_kind::decode
+                    ? root.getDecode().getSlotTable()
+                    : root.getPrefill().getSlotTable());
   auto flat = ::capnp::messageToFlatArray(table);
   auto bytes = flat.asBytes();
   std::vector<std::byte> out(bytes.size());
@@ -34,17 +38,25 @@ std::vector<std::byte> slot_table_of(const std::string& plan_bytes) {
   return out;
 }
 
-TEST(plan_execution, local_64_plan_runs_over_libfabric_in_8_processes) {
+// Both programs' tables (decode, with the token loop through host 0's
+// endpoint, and prefill) over libfabric in 8 processes.
+class plan_execution
+    : public ::testing::TestWithParam<planner::program_kind> {};
+
+TEST_P(plan_execution, local_64_plan_runs_over_libfabric_in_8_processes) {
   auto config = planner::load_cluster_config(std::string{LOCKSTEP_SOURCE_DIR} +
                                              "/cluster_configs/local-64.yaml");
   ASSERT_TRUE(config) << render(config.error());
   auto plan = planner::make_plan(*config, *model::find_preset("tiny-64"), {});
   ASSERT_TRUE(plan) << render(plan.error());
   ASSERT_TRUE(plan->verdict.ok());
-  auto table = slot_table_of(planner::encode_plan(*config, plan->p));
+  auto table = slot_table_of(planner::encode_plan(*config, plan->p), GetParam());
   auto program = slot_program::load(table);
   ASSERT_TRUE(program) << render(program.error());
-  EXPECT_EQ(program->transfers().size(), plan->p.decode.transfers.size());
+  EXPECT_EQ(program->transfers().size(),
+            plan->p.program(GetParam()).transfers.size());
+  // The token loop's transfers start or end at host 0's endpoint.
+  EXPECT_NE(program->arena({0, host_endpoint_chip}), nullptr);
   uint32_t hosts = static_cast<uint32_t>(config->chips_per_host.size());
   ASSERT_EQ(program->hosts(), hosts);
 
@@ -77,6 +89,13 @@ TEST(plan_execution, local_64_plan_runs_over_libfabric_in_8_processes) {
   for (uint32_t h = 0; h < hosts; ++h)
     EXPECT_EQ(codes[h], 0) << "host " << h;
 }
+
+INSTANTIATE_TEST_SUITE_P(programs, plan_execution,
+                         ::testing::Values(planner::program_kind::decode,
+                                           planner::program_kind::prefill),
+                         [](const auto& info) {
+                           return std::string{planner::to_string(info.param)};
+                         });
 
 } // namespace
 } // namespace lockstep::transport

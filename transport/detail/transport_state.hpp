@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -25,7 +26,9 @@ struct slotted_transport::peer {
   fi_addr_t addr = FI_ADDR_NOTAVAIL;
   uint64_t mailbox_base = 0;
   uint64_t mailbox_key = 0;
-  std::vector<arena_key> arenas; // by chip index
+  // By chip index; a host endpoint's (chip host_endpoint_chip) too, so a
+  // map rather than a vector indexed by the id.
+  std::map<uint32_t, arena_key> arenas;
 };
 
 struct slotted_transport::out_state {
