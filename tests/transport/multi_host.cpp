@@ -82,6 +82,14 @@ uint64_t pattern_word(uint32_t id, uint64_t step, size_t i) {
   return z ^ (z >> 31);
 }
 
+// Transfers that share a send window (one output sent on several links)
+// carry the same bytes: the pattern is the window's, not the transfer's.
+uint32_t window_key(const slot_program& program, const transfer_plan& tp) {
+  const auto& src = program.links()[tp.link].src;
+  return static_cast<uint32_t>(
+      pattern_word(src.host, uint64_t{src.chip} << 32 ^ tp.src_offset, 0));
+}
+
 void fill_payload(std::span<std::byte> p, uint32_t id, uint64_t step) {
   for (size_t i = 0; i * 8 < p.size(); ++i) {
     uint64_t w = pattern_word(id, step, i);
@@ -112,7 +120,7 @@ caf::error drive(slotted_transport& t, uint64_t steps,
         auto buf = t.send_buffer(op.link, op.start_slot);
         if (!buf)
           return buf.error();
-        fill_payload(*buf, tp.id, step);
+        fill_payload(*buf, window_key(t.program(), tp), step);
         if (hooks.before_send)
           hooks.before_send(step, op);
         if (auto err = t.send(op.link, op.start_slot, step, buf->size()))
@@ -123,7 +131,7 @@ caf::error drive(slotted_transport& t, uint64_t steps,
           return in.error();
         if (hooks.after_receive)
           hooks.after_receive(t, step, op);
-        if (!check_payload(*in, tp.id, step))
+        if (!check_payload(*in, window_key(t.program(), tp), step))
           return caf::make_error(errc::bad_payload,
                                  "payload mismatch on link " +
                                      t.program().links()[op.link].name +
