@@ -169,25 +169,25 @@ caf::error chip_executor::bind() {
         return fail(errc::bad_program, o,
                     "shard " + model::to_string(sh.tensor) + " outside SRAM");
     }
-    // Kind-specific facts the compute relies on.
-    auto need = [&](bool ok, const std::string& what) -> caf::error {
-      return ok ? caf::error{} : fail(errc::bad_program, o, what);
-    };
-    caf::error err;
-    switch (o.kind) {
-    case op_kind::attention: {
-      err = need(o.kv < plan_.kv_slices.size() && o.weights.size() == 5 &&
-                     o.inputs.size() == 1 && !o.outputs.empty(),
-                 "attention needs its x, 5 shards and a KV slice");
-      if (err)
-        break;
+    if (o.kind == op_kind::combine) {
+      bool root = o.inputs.size() == o.parts.size() + 1;
+      if (!root && o.inputs.size() != o.parts.size())
+        return fail(errc::bad_program, o,
+                    "combine inputs do not match its parts");
+      auto rule = model::combine_rule::make(o.n_blocks, o.nodes, root);
+      if (!rule)
+        return fail(errc::bad_program, o, render(rule.error()));
+      rules_.emplace(o.id, std::move(*rule));
+    }
+    if (o.kind == op_kind::attention) {
+      if (o.kv >= plan_.kv_slices.size())
+        return fail(errc::bad_program, o, "attention without a KV slice");
       const auto& kv = plan_.kv_slices[o.kv];
       uint64_t each = kv.bytes_each(s.head_dim);
-      err = need(kv.chip == node_ && inside(kv.k_offset, each) &&
-                     inside(kv.v_offset, each),
-                 "its KV slice is not in this chip's SRAM");
-      if (err)
-        break;
+      if (kv.chip != node_ || !inside(kv.k_offset, each) ||
+          !inside(kv.v_offset, each))
+        return fail(errc::bad_program, o,
+                    "its KV slice is not in this chip's SRAM");
       uint64_t per_seq = uint64_t{kv.positions} *
                          (kv.kv_head_end - kv.kv_head_begin) * s.head_dim;
       auto& k = kv_k_[o.id];
@@ -196,44 +196,155 @@ caf::error chip_executor::bind() {
         k.push_back(at<float>(kv.k_offset) + q * per_seq);
         v.push_back(at<float>(kv.v_offset) + q * per_seq);
       }
-      break;
     }
-    case op_kind::mlp:
-      err = need(o.weights.size() == 4 && o.inputs.size() == 1 &&
-                     !o.outputs.empty(),
-                 "mlp needs its x and 4 shards");
-      break;
-    case op_kind::combine: {
-      bool root = o.inputs.size() == o.parts.size() + 1;
-      err = need(root || o.inputs.size() == o.parts.size(),
-                 "combine inputs do not match its parts");
-      if (err)
-        break;
-      auto rule = model::combine_rule::make(o.n_blocks, o.nodes, root);
-      if (!rule)
-        return fail(errc::bad_program, o, render(rule.error()));
-      rules_.emplace(o.id, std::move(*rule));
-      break;
-    }
-    case op_kind::feed:
-    case op_kind::sample:
-      err = need(loop_ != nullptr, "a host op without the token loop");
-      break;
-    case op_kind::forward:
-      err = need(o.inputs.size() == 1 && o.outputs.size() == 1 &&
-                     o.inputs[0].bytes() == o.outputs[0].bytes(),
-                 "a forward copies one buffer to one of the same size");
-      break;
-    default:
-      break;
-    }
-    if (err)
+    if (auto err = check_kind(o))
       return err;
-    for (const auto& out : o.outputs)
-      if (out.shape.cols > 0 && out.shape.rows == 0)
-        return fail(errc::bad_program, o, "an output without rows");
   }
   return {};
+}
+
+// What each kind reads and writes, against its operands' shapes: the
+// compute (chip_executor_compute.cpp) relies on exactly these facts.
+caf::error chip_executor::check_kind(const op& o) {
+  const auto& s = plan_.spec;
+  uint32_t d = s.d_model;
+  auto need = [&](bool ok, const std::string& what) -> caf::error {
+    return ok ? caf::error{} : fail(errc::bad_program, o, what);
+  };
+  auto in = [&](size_t i) -> const buffer_shape& { return o.inputs[i].shape; };
+  auto out = [&](size_t k) -> const buffer_shape& {
+    return o.outputs[k].shape;
+  };
+  auto is_x = [&](const buffer_shape& b, uint32_t rows) {
+    return b.rows == rows && b.col_first == 0 && b.cols == d &&
+           b.pieces == 1 && b.row_table;
+  };
+  auto shard_is = [&](size_t i, model::tensor_kind kind) {
+    return i < o.weights.size() &&
+           plan_.shards[o.weights[i]].tensor.kind == kind;
+  };
+  if (o.kind != op_kind::feed && o.kind != op_kind::select &&
+      o.kind != op_kind::sample && o.kind != op_kind::gather &&
+      o.kind != op_kind::combine && o.inputs.size() != 1)
+    return need(false, "reads one input, not " +
+                           std::to_string(o.inputs.size()));
+  if (o.outputs.size() != 1 && o.kind != op_kind::attention &&
+      o.kind != op_kind::mlp)
+    return need(false, "writes one output, not " +
+                           std::to_string(o.outputs.size()));
+  switch (o.kind) {
+  case op_kind::forward:
+    return need(in(0).bytes() == out(0).bytes(),
+                "a forward copies one buffer to one of the same size");
+  case op_kind::feed:
+    return need(loop_ != nullptr && out(0).row_table && out(0).cols == 0 &&
+                    (o.inputs.empty() ||
+                     (o.inputs.size() == 1 && in(0).row_table &&
+                      in(0).rows == out(0).rows)),
+                "a feed writes a row table (from the previous rows) and "
+                "runs on the sampler");
+  case op_kind::sample: {
+    auto ok = loop_ != nullptr && !o.inputs.empty() && out(0).row_table &&
+              out(0).cols == 0;
+    for (const auto& i : o.inputs)
+      ok = ok && i.shape.row_table && i.shape.rows == out(0).rows &&
+           i.shape.pieces == 1 && i.shape.col_first + i.shape.cols <= s.vocab;
+    return need(ok, "a sample reads logit rows with their row table and "
+                    "writes one row per sequence");
+  }
+  case op_kind::embed:
+    return need(in(0).row_table && out(0).rows == in(0).rows &&
+                    out(0).cols == d && !out(0).row_table &&
+                    out(0).pieces == 1 &&
+                    shard_is(0, model::tensor_kind::tok_embedding),
+                "an embed reads rows and writes d_model values per row from "
+                "its embedding shard");
+  case op_kind::select: {
+    auto ok = !o.inputs.empty() && in(0).row_table &&
+              is_x(out(0), in(0).rows) &&
+              o.vocab_bounds.size() == o.inputs.size();
+    for (size_t i = 1; ok && i < o.inputs.size(); ++i)
+      ok = in(i).rows == in(0).rows && in(i).cols == d && !in(i).row_table;
+    return need(ok, "a select reads rows and one [rows][d_model] part per "
+                    "vocabulary range, and writes x");
+  }
+  case op_kind::attention:
+  case op_kind::mlp: {
+    bool attn = o.kind == op_kind::attention;
+    if (o.weights.size() != (attn ? 5u : 4u) || !is_x(in(0), in(0).rows))
+      return need(false, "reads x and its " + std::string{attn ? "5" : "4"} +
+                             " shards");
+    uint32_t rows = in(0).rows;
+    if (o.outputs.size() == 1 && out(0).row_table)
+      return need(is_x(out(0), rows), "its fused output is not x");
+    auto pieces = static_cast<uint32_t>(
+        model::shard_pieces(weight(o.weights.back())).size());
+    uint32_t at = 0;
+    for (size_t k = 0; k < o.outputs.size(); ++k) {
+      const auto& b = out(k);
+      if (b.rows != rows || b.col_first != at || b.pieces != pieces ||
+          b.row_table)
+        return need(false, "output " + std::to_string(k) +
+                               " is not the next d_model slice of " +
+                               std::to_string(pieces) + "-piece partials");
+      at += b.cols;
+    }
+    return need(at == d && !o.outputs.empty(),
+                "its outputs do not tile d_model");
+  }
+  case op_kind::combine: {
+    const auto& rule = rules_.at(o.id);
+    bool root = o.inputs.size() == o.parts.size() + 1;
+    const auto& b = out(0);
+    size_t nodes = 0;
+    for (size_t p = 0; p < o.parts.size(); ++p) {
+      const auto& i = in(p);
+      if (i.rows != b.rows || i.cols != b.cols || i.row_table)
+        return need(false, "part " + std::to_string(p) +
+                               " is not its slice of partials");
+      nodes += i.pieces;
+    }
+    if (nodes != rule.inputs())
+      return need(false, "its parts carry " + std::to_string(nodes) +
+                             " tree nodes, its combine needs " +
+                             std::to_string(rule.inputs()));
+    if (root) {
+      const auto& r = in(o.inputs.size() - 1);
+      return need(r.rows == b.rows && r.row_table && b.row_table &&
+                      b.pieces == 1 && b.col_first >= r.col_first &&
+                      b.col_first + b.cols <= r.col_first + r.cols,
+                  "its residual does not hold its output slice");
+    }
+    return need(!b.row_table && b.pieces == rule.outputs().size(),
+                "a partial combine writes its output nodes");
+  }
+  case op_kind::gather: {
+    const auto& x = out(0);
+    bool ok = x.row_table && !o.inputs.empty() && x.pieces == 1;
+    for (const auto& i : o.inputs)
+      ok = ok && i.shape.rows == x.rows && i.shape.row_table &&
+           i.shape.pieces == 1 && i.shape.col_first >= x.col_first &&
+           i.shape.col_first + i.shape.cols <= x.col_first + x.cols;
+    return need(ok, "a gather reads slices inside x and writes x");
+  }
+  case op_kind::final_norm:
+    return need(is_x(in(0), in(0).rows) && out(0).rows > 0 &&
+                    in(0).rows % out(0).rows == 0 &&
+                    is_x(out(0), out(0).rows) &&
+                    shard_is(0, model::tensor_kind::final_norm),
+                "a final norm reads x and writes one row per sequence");
+  case op_kind::lm_head: {
+    if (!shard_is(0, model::tensor_kind::lm_head))
+      return need(false, "an LM head reads its shard");
+    const auto& r = plan_.shards[o.weights[0]].range;
+    return need(is_x(in(0), in(0).rows) && out(0).rows == in(0).rows &&
+                    out(0).row_table && out(0).pieces == 1 &&
+                    out(0).col_first == r.row_begin &&
+                    out(0).cols == r.rows(),
+                "an LM head writes its vocabulary slice's logits");
+  }
+  }
+  return need(false, "unknown op kind");
 }
 
 uint64_t chip_executor::input_offset(const op& o, size_t i,

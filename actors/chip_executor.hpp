@@ -112,6 +112,8 @@ private:
                 token_loop* loop);
 
   caf::error bind();
+  // Every buffer the op's compute touches lies inside its operands.
+  caf::error check_kind(const planner::op& o);
   caf::error fail(errc code, const planner::op& o, const std::string& what) const;
   std::string where(const planner::op& o) const;
   // Where input i of op o is in `step` (received inputs by parity).

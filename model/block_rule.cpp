@@ -15,8 +15,9 @@ uint32_t tree_span(uint32_t n_blocks) {
 
 std::vector<tree_node> canonical_pieces(uint32_t n_blocks, uint32_t begin,
                                         uint32_t end) {
-  assert(begin < end && end <= n_blocks);
   std::vector<tree_node> out;
+  if (begin >= end || end > n_blocks)
+    return out;
   uint32_t root = tree_span(n_blocks);
   uint32_t pos = begin;
   while (pos < end) {

@@ -51,8 +51,9 @@ uint32_t tree_span(uint32_t n_blocks);
 /// Splits the block range [begin, end) of a reduction with `n_blocks` blocks
 /// into the maximal tree nodes it covers, left to right. A part of a split
 /// reduction computes exactly these nodes, one partial value each; a range
-/// aligned to a power of two yields a single node.
-/// REQUIRES: begin < end <= n_blocks.
+/// aligned to a power of two yields a single node. A range that is empty or
+/// not inside [0, n_blocks) (plans and the wire can say anything) yields
+/// no nodes.
 std::vector<tree_node> canonical_pieces(uint32_t n_blocks, uint32_t begin,
                                         uint32_t end);
 

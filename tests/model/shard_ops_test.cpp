@@ -146,6 +146,11 @@ TEST_F(shard_ops, a_missing_tree_node_is_an_error_not_a_recursion) {
   EXPECT_FALSE(combine_rule::make(8, std::vector<tree_node>{{0, 3}, {3, 5}}));
   EXPECT_FALSE(
       combine_rule::make(8, std::vector<tree_node>{{0, 2}, {4, 4}}, false));
+  // Ranges outside the reduction (a plan can say anything) yield nothing
+  // rather than looping.
+  EXPECT_TRUE(canonical_pieces(8, 4, 9).empty());
+  EXPECT_TRUE(canonical_pieces(8, 5, 5).empty());
+  EXPECT_TRUE(canonical_pieces(8, 6, 2).empty());
   // A partial combine over [2, 6) yields its maximal nodes.
   auto partial = combine_rule::make(
       8, std::vector<tree_node>{{2, 1}, {3, 1}, {4, 2}}, false);
