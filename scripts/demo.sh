@@ -5,7 +5,9 @@
 #   3. generate tokens with the single-process reference engine (greedy and
 #      seeded sampling) and print tokens/s,
 #   4. show that the output is reproducible bit for bit,
-#   5. compile plans for a local cluster and for a Groq-scale one.
+#   5. compile plans for a local cluster and for a Groq-scale one,
+#   6. run the local plan with every chip in this process (--simulate) and
+#      show that its tokens and logits are the reference's, bit for bit.
 set -euo pipefail
 build=${1:-build}
 bin="$build/bin/lockstep"
@@ -40,6 +42,19 @@ else
   exit 1
 fi
 
-echo "== lockstep plan: tiny-64 on the local 64-chip cluster, and Llama-2-70B on 576 LPUs"
-"$bin" plan cluster_configs/local-64.yaml --model "$model"
+config=cluster_configs/local-${model#tiny-}.yaml
+echo "== lockstep plan: $model on $config, and Llama-2-70B on 576 LPUs"
+"$bin" plan "$config" --model "$model"
 "$bin" plan cluster_configs/groq-576.yaml --model llama-2-70b
+
+echo "== lockstep generate --simulate $config: the plan run chip by chip"
+sim=$("$bin" generate --simulate "$config" --db "$db" --model "$model" \
+  --prompt-tokens 1,2,3 --max-tokens 32 -o json)
+echo "$sim"
+simulated=$(sha "$sim")
+if [ -n "$simulated" ] && [ "$simulated" = "$first" ]; then
+  echo "identical to the reference: logits_sha256 $simulated"
+else
+  echo "MISMATCH: simulated $simulated, reference $first" >&2
+  exit 1
+fi
