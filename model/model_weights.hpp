@@ -1,7 +1,8 @@
 #pragma once
 
 // All weights of a model in memory, as the single-process reference engine
-// needs them. Chips will hold shards instead (see tensor.hpp).
+// needs them. Chips hold shards instead, in their SRAM at the offsets their
+// plan gives (model::tensor_view over the arena).
 
 #include "model/tensor.hpp"
 #include "model/weight_gen.hpp"
