@@ -33,14 +33,19 @@ echo "== the same request again: tokens and logits must be bit-identical"
 again=$("$bin" generate --reference --db "$db" --model "$model" \
   --prompt-tokens 1,2,3 --max-tokens 32 -o json)
 sha() { sed -n 's/.*"logits_sha256": *"\([0-9a-f]*\)".*/\1/p' <<<"$1"; }
+# same_logits WHAT JSON: its logits hash must be the first run's.
+same_logits() {
+  local got
+  got=$(sha "$2")
+  if [ -n "$first" ] && [ "$got" = "$first" ]; then
+    echo "identical ($1): logits_sha256 $got"
+  else
+    echo "MISMATCH ($1): $got vs $first" >&2
+    exit 1
+  fi
+}
 first=$(sha "$(cat "$build/demo-greedy.json")")
-second=$(sha "$again")
-if [ -n "$first" ] && [ "$first" = "$second" ]; then
-  echo "identical: logits_sha256 $first"
-else
-  echo "MISMATCH: $first vs $second" >&2
-  exit 1
-fi
+same_logits "the same request again" "$again"
 
 config=cluster_configs/local-${model#tiny-}.yaml
 echo "== lockstep plan: $model on $config, and Llama-2-70B on 576 LPUs"
@@ -51,10 +56,4 @@ echo "== lockstep generate --simulate $config: the plan run chip by chip"
 sim=$("$bin" generate --simulate "$config" --db "$db" --model "$model" \
   --prompt-tokens 1,2,3 --max-tokens 32 -o json)
 echo "$sim"
-simulated=$(sha "$sim")
-if [ -n "$simulated" ] && [ "$simulated" = "$first" ]; then
-  echo "identical to the reference: logits_sha256 $simulated"
-else
-  echo "MISMATCH: simulated $simulated, reference $first" >&2
-  exit 1
-fi
+same_logits "every chip of the plan vs the reference" "$sim"

@@ -50,14 +50,16 @@ void place_static(const model::model_spec& s, const placement& pl,
   uint32_t k = pl.tp_degree;
   uint32_t hd = s.head_dim;
   constexpr uint32_t B = model::reduction_block_elems;
-  // Embedding rows (vocabulary) split across chips.
-  for (size_t e = 0; e < pl.embed_chips.size(); ++e) {
-    auto n = static_cast<uint32_t>(pl.embed_chips.size());
-    auto r0 = static_cast<uint32_t>(uint64_t{s.vocab} * e / n);
-    auto r1 = static_cast<uint32_t>(uint64_t{s.vocab} * (e + 1) / n);
-    add(pl.embed_chips[e], {model::global_layer, tensor_kind::tok_embedding},
-        {r0, r1, 0, s.d_model});
-  }
+  // The embedding and the LM head: vocabulary rows split across chips.
+  auto vocab_rows = [&](const std::vector<uint32_t>& chips, tensor_kind kind) {
+    auto n = static_cast<uint32_t>(chips.size());
+    for (uint32_t i = 0; i < n; ++i)
+      add(chips[i], {model::global_layer, kind},
+          {static_cast<uint32_t>(uint64_t{s.vocab} * i / n),
+           static_cast<uint32_t>(uint64_t{s.vocab} * (i + 1) / n), 0,
+           s.d_model});
+  };
+  vocab_rows(pl.embed_chips, tensor_kind::tok_embedding);
   struct kv_need {
     uint32_t chip, layer, kv0, kv1;
   };
@@ -91,13 +93,7 @@ void place_static(const model::model_spec& s, const placement& pl,
       }
   add(pl.groups.back()[0], {model::global_layer, tensor_kind::final_norm},
       {0, 1, 0, s.d_model});
-  for (size_t h = 0; h < pl.head_chips.size(); ++h) {
-    auto n = static_cast<uint32_t>(pl.head_chips.size());
-    auto r0 = static_cast<uint32_t>(uint64_t{s.vocab} * h / n);
-    auto r1 = static_cast<uint32_t>(uint64_t{s.vocab} * (h + 1) / n);
-    add(pl.head_chips[h], {model::global_layer, tensor_kind::lm_head},
-        {r0, r1, 0, s.d_model});
-  }
+  vocab_rows(pl.head_chips, tensor_kind::lm_head);
   // KV slices after all of a chip's shards: every sequence (batch slot) of
   // the chip's kv heads, every position.
   for (const auto& n : kv) {
