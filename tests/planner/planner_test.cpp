@@ -1,24 +1,35 @@
-#include "planner/plan.capnp.h"
-#include "planner/plan_cache.hpp"
+// Planning: shipped configs plan and verify, tensor-parallel splits,
+// re-plan around a failed chip, clear errors, and the trace.
+
 #include "planner/plan_codec.hpp"
-#include "planner/topology.hpp"
 #include "planner/trace.hpp"
 #include "tests/planner/planner_fixture.hpp"
-#include "transport/payload_frame.hpp"
 
-#include <capnp/serialize.h>
 #include <nlohmann/json.hpp>
 
-#include <cstring>
-
-#include <filesystem>
+#include <chrono>
 #include <map>
 
 namespace lockstep::planner {
 namespace {
 
+using test::both_programs;
 using test::load;
 using test::make;
+
+// The transport accepts each program's slot table of an encoded plan as it
+// is.
+void expect_slot_tables_compile(const std::string& bytes,
+                                const std::string& name) {
+  test::with_root(bytes, [&](schema::Plan::Reader root) {
+    for (auto prog : {root.getDecode(), root.getPrefill()}) {
+      auto table = transport::slot_program::compile(prog.getSlotTable());
+      EXPECT_TRUE(table) << name << " "
+                         << to_string(static_cast<program_kind>(prog.getKind()))
+                         << ": " << render(table.error());
+    }
+  });
+}
 
 TEST(planner, tiny_8_on_local_8_is_verified_and_uses_tensor_parallel_splits) {
   auto c = load("local-8");
@@ -26,177 +37,88 @@ TEST(planner, tiny_8_on_local_8_is_verified_and_uses_tensor_parallel_splits) {
   EXPECT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
   EXPECT_GT(r.p.chips_used.size(), 1u);
   EXPECT_LE(r.p.chips_used.size(), 7u);
-  size_t combines = 0;
-  for (const auto& o : r.p.ops)
-    combines += o.kind == op_kind::combine;
-  // Two reductions per layer, combined on the root or (exchange) on every
-  // chip of the group.
-  if (r.p.tp_degree > 1) {
-    EXPECT_TRUE(combines == 2u * 4 || combines == 2u * 4 * r.p.tp_degree)
-        << combines;
+  ASSERT_GT(r.p.tp_degree, 1u);
+  // Two reductions per layer, each a reduce-scatter: every chip of the
+  // group combines its slice (one node, so one level), in both programs.
+  for (auto kind : both_programs) {
+    size_t combines = 0;
+    for (const auto& o : r.p.program(kind).ops)
+      combines += o.kind == op_kind::combine;
+    EXPECT_EQ(combines, 2u * r.p.spec.n_layers * r.p.tp_degree)
+        << to_string(kind);
   }
   EXPECT_GT(r.p.predicted.token_latency_us, 0);
   EXPECT_GE(r.p.predicted.token_latency_us,
             r.p.predicted.lower_bound_token_latency_us);
+  EXPECT_GT(r.p.predicted.ttft_ms, 0);
 }
 
-TEST(planner, tiny_n_needs_about_n_chips_of_local_n) {
-  for (uint32_t n : {8u, 64u, 512u, 1500u}) {
-    auto name = std::to_string(n);
-    auto c = load("local-" + name);
-    auto r = make(c, "tiny-" + name);
-    EXPECT_TRUE(r.verdict.ok()) << name;
-    EXPECT_GE(r.p.chips_used.size(), n * 7 / 10) << name;
-    EXPECT_LE(r.p.chips_used.size(), n) << name;
-    // The transport accepts the plan's slot table as it is.
-    auto bytes = encode_plan(c, r.p);
-    std::vector<::capnp::word> words(bytes.size() / 8);
-    std::memcpy(words.data(), bytes.data(), bytes.size());
-    ::capnp::FlatArrayMessageReader reader{
-        kj::arrayPtr(words.data(), words.size())};
-    auto program = transport::slot_program::compile(
-        reader.getRoot<schema::Plan>().getSlotTable());
-    EXPECT_TRUE(program) << name << ": " << render(program.error());
+// Every shipped config with the model it is sized for: planned, verified,
+// the bound below what the schedule achieves, and both slot tables as the
+// transport takes them. (This folds in the former
+// `tiny_n_needs_about_n_chips_of_local_n` and
+// `full_scale_presets_plan_and_verify_without_weights`.) Each pair is its
+// own CTest test; on 2 cores local-1500 takes 2-4 s, groq-1512 0.7-1.5 s,
+// the rest under half a second.
+struct shipped_pair {
+  const char* config;
+  const char* model;
+  uint32_t tiny_n = 0; // local-n with tiny-n: uses about n chips
+  plan_options options = {};
+};
+
+void PrintTo(const shipped_pair& j, std::ostream* os) {
+  *os << j.model << " on " << j.config;
+}
+
+class shipped : public ::testing::TestWithParam<shipped_pair> {};
+
+TEST_P(shipped, plans_verify_and_their_slot_tables_compile) {
+  const auto& j = GetParam();
+  auto c = load(j.config);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = make(c, j.model, j.options);
+  auto s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+               .count();
+  std::string name = std::string{j.model} + " on " + j.config;
+  RecordProperty("plan_seconds", std::to_string(s));
+  EXPECT_TRUE(r.verdict.ok()) << name << ": " << r.verdict.violations.front();
+  // The bound never exceeds what a verified schedule achieves.
+  EXPECT_GE(r.p.predicted.token_latency_us,
+            r.p.predicted.lower_bound_token_latency_us)
+      << name;
+  if (j.tiny_n > 0) {
+    EXPECT_GE(r.p.chips_used.size(), j.tiny_n * 7 / 10) << name;
+    EXPECT_LE(r.p.chips_used.size(), j.tiny_n) << name;
   }
+  EXPECT_FALSE(r.p.decode.ops.empty()) << name;
+  EXPECT_FALSE(r.p.prefill.ops.empty()) << name;
+  // The transport runs the local clusters. It numbers the hosts of a table
+  // 0..H-1 without gaps, and the groq clusters' plans skip the hosts of
+  // spare nodes (groq-576: "host ids must be 0..43 without gaps; the
+  // highest is 61"), so their tables are not checked here (reported).
+  if (j.tiny_n > 0)
+    expect_slot_tables_compile(encode_plan(c, r.p), name);
 }
 
-TEST(planner, full_scale_presets_plan_and_verify_without_weights) {
-  struct job {
-    const char* config;
-    const char* model;
-  };
-  for (auto j : {job{"groq-64", "llama-3-8b"}, job{"groq-576", "llama-2-70b"},
-                 job{"groq-1512", "falcon-180b"}}) {
-    auto c = load(j.config);
-    auto r = make(c, j.model, {1, 2048, {}});
-    EXPECT_TRUE(r.verdict.ok()) << j.model << " on " << j.config << ": "
-                                << r.verdict.violations.front();
-    // The bound never exceeds what a verified schedule achieves.
-    EXPECT_GE(r.p.predicted.token_latency_us,
-              r.p.predicted.lower_bound_token_latency_us);
-  }
-}
-
-TEST(planner, same_inputs_give_byte_identical_plans) {
-  auto c = load("groq-64");
-  auto a = make(c, "llama-3-8b", {2, 1024, {}});
-  auto b = make(c, "llama-3-8b", {2, 1024, {}});
-  EXPECT_EQ(encode_plan(c, a.p), encode_plan(c, b.p));
-  EXPECT_EQ(plan_hash(c, a.p), plan_hash(c, b.p));
-  auto other = make(c, "llama-3-8b", {1, 1024, {}});
-  EXPECT_NE(plan_hash(c, a.p), plan_hash(c, other.p));
-}
-
-TEST(planner, encoded_plan_carries_the_slot_table) {
-  auto c = load("local-8");
-  auto r = make(c, "tiny-8");
-  auto bytes = encode_plan(c, r.p);
-  auto hash = check_encoded_plan(bytes);
-  ASSERT_TRUE(hash) << render(hash.error());
-  EXPECT_EQ(*hash, plan_hash(c, r.p));
-  EXPECT_FALSE(check_encoded_plan(bytes.substr(0, bytes.size() / 2)));
-  EXPECT_FALSE(check_encoded_plan(std::string(64, '\xff')));
-  EXPECT_FALSE(check_encoded_plan("abc"));
-}
-
-TEST(planner, decode_is_the_inverse_of_encode) {
-  auto c = load("groq-64");
-  auto r = make(c, "llama-3-8b", {1, 1024, {}});
-  auto bytes = encode_plan(c, r.p);
-  auto back = decode_plan(c, bytes);
-  ASSERT_TRUE(back) << render(back.error());
-  EXPECT_EQ(encode_plan(c, *back), bytes);
-  EXPECT_TRUE(verify_plan(*back, c).ok());
-  // Decoding against another cluster fails cleanly (its chips or links).
-  auto other = load("local-8");
-  EXPECT_FALSE(decode_plan(other, bytes));
-}
-
-TEST(planner, host_endpoints_round_trip_through_the_codec_and_verifier) {
-  // No schedule sends to a host endpoint yet; a plan that does must still
-  // encode, decode to the same bytes and verify without crashing.
-  auto c = load("local-8");
-  auto r = make(c, "tiny-8");
-  auto p = r.p;
-  uint32_t head = p.head_chips[0];
-  uint32_t host = c.host_node(c.ref(head).host);
-  topology t{c};
-  auto link = t.find(head, host);
-  ASSERT_GE(link, 0);
-  uint32_t gather = no_id;
-  for (const auto& o : p.ops)
-    if (o.chip == head && o.kind == op_kind::gather)
-      gather = o.id;
-  ASSERT_NE(gather, no_id);
-  transfer x;
-  x.id = static_cast<uint32_t>(p.transfers.size());
-  x.link = static_cast<uint32_t>(link);
-  x.src = head;
-  x.dst = host;
-  x.payload_bytes = 64;
-  x.bytes = transport::framed_bytes(64);
-  x.start_slot = p.ops[gather].start_slot + p.ops[gather].duration_slots;
-  x.src_offset = p.usage[head].send_arena_bytes;
-  x.dst_offsets = {0, (x.bytes + 7) / 8 * 8};
-  x.after_op = gather;
-  p.usage[head].send_arena_bytes += (x.bytes + 7) / 8 * 8;
-  p.transfers.push_back(x);
-  auto bytes = encode_plan(c, p);
-  auto back = decode_plan(c, bytes);
-  ASSERT_TRUE(back) << render(back.error());
-  EXPECT_EQ(encode_plan(c, *back), bytes);
-  EXPECT_EQ(back->transfers.back().dst, host);
-  EXPECT_EQ(back->transfers.back().link, x.link);
-  // Nothing on the host reads it yet, and the verifier says so by name.
-  auto v = verify_plan(*back, c);
-  ASSERT_FALSE(v.ok());
-  bool named = false;
-  for (const auto& what : v.violations)
-    named |= what.find("h0.c") != std::string::npos &&
-             what.find("->h0.host") != std::string::npos &&
-             what.find("nobody reads it") != std::string::npos;
-  EXPECT_TRUE(named) << v.violations.front();
-  // Work runs on chips only: an op on a host endpoint is named as such,
-  // and decoding one fails cleanly (arrays sized by chips are not indexed).
-  auto q = *back;
-  q.ops.front().chip = host;
-  auto w = verify_plan(q, c);
-  ASSERT_FALSE(w.ok());
-  EXPECT_NE(w.violations.front().find("on h0.host"), std::string::npos)
-      << w.violations.front();
-  EXPECT_NE(w.violations.front().find("a host endpoint, not a chip"),
-            std::string::npos)
-      << w.violations.front();
-  auto bad = decode_plan(c, encode_plan(c, q));
-  ASSERT_FALSE(bad);
-  EXPECT_NE(render(bad.error()).find("h0.host is a host endpoint, not a chip"),
-            std::string::npos)
-      << render(bad.error());
-}
-
-TEST(planner, plan_cache_round_trips_through_rocksdb) {
-  char dir[] = "/tmp/lockstep-plan-cache-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  std::filesystem::path path = std::string{dir} + "/db";
-  {
-    auto db = storage::store::open(path, {.create_if_missing = true});
-    ASSERT_TRUE(db) << render(db.error());
-    plan_cache cache{**db};
-    auto c = load("local-8");
-    auto r = make(c, "tiny-8");
-    auto hash = plan_hash(c, r.p);
-    EXPECT_FALSE(*cache.get(c, hash)); // empty
-    ASSERT_FALSE(cache.put(c, r.p));
-    auto hit = cache.get(c, hash);
-    ASSERT_TRUE(hit && *hit);
-    EXPECT_EQ(encode_plan(c, **hit), encode_plan(c, r.p));
-    EXPECT_EQ(hash, input_hash(c, r.p.spec, 1, r.p.spec.max_context, {}));
-    // A corrupt entry is an error, not a plan.
-    ASSERT_FALSE((*db)->put(storage::column::plans, "plan/" + hash, "junk!!!"));
-    EXPECT_FALSE(cache.get(c, hash));
-  }
-  std::filesystem::remove_all(dir);
-}
+INSTANTIATE_TEST_SUITE_P(
+    planner, shipped,
+    ::testing::Values(
+        shipped_pair{"local-8", "tiny-8", 8},
+        shipped_pair{"local-64", "tiny-64", 64},
+        shipped_pair{"local-512", "tiny-512", 512},
+        shipped_pair{"local-1500", "tiny-1500", 1500},
+        shipped_pair{"groq-64", "llama-3-8b", 0, {1, 2048, {}}},
+        shipped_pair{"groq-576", "llama-2-70b", 0, {1, 2048, {}}},
+        shipped_pair{"groq-1512", "falcon-180b", 0, {1, 2048, {}}},
+        shipped_pair{"groq-10440", "llama-2-70b", 0, {1, 2048, {}}}),
+    [](const auto& info) {
+      std::string n = std::string{info.param.config} + "_" + info.param.model;
+      for (auto& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+          ch = '_';
+      return n;
+    });
 
 TEST(planner, replan_moves_only_the_failed_chips_work_onto_a_spare) {
   auto c = load("groq-576");
@@ -210,7 +132,7 @@ TEST(planner, replan_moves_only_the_failed_chips_work_onto_a_spare) {
   EXPECT_TRUE(
       std::binary_search(c.spares.begin(), c.spares.end(), r->replacement));
   EXPECT_GT(r->moved_shards, 0u);
-  // Every shard stays where it was, except the failed chip's.
+  // Every shard and KV slice stays where it was, except the failed chip's.
   ASSERT_EQ(r->result.p.shards.size(), base.p.shards.size());
   size_t moved = 0;
   for (size_t i = 0; i < base.p.shards.size(); ++i) {
@@ -225,8 +147,15 @@ TEST(planner, replan_moves_only_the_failed_chips_work_onto_a_spare) {
     }
   }
   EXPECT_EQ(moved, r->moved_shards);
-  for (const auto& o : r->result.p.ops)
-    EXPECT_NE(o.chip, failed);
+  ASSERT_EQ(r->result.p.kv_slices.size(), base.p.kv_slices.size());
+  for (size_t i = 0; i < base.p.kv_slices.size(); ++i) {
+    const auto& before = base.p.kv_slices[i];
+    EXPECT_EQ(r->result.p.kv_slices[i].chip,
+              before.chip == failed ? r->replacement : before.chip);
+  }
+  for (auto kind : both_programs)
+    for (const auto& o : r->result.p.program(kind).ops)
+      EXPECT_NE(o.chip, failed) << to_string(kind);
   // A chip the plan does not use fails: nothing moves.
   auto idle = replan(c, base.p, c.spares.back());
   ASSERT_TRUE(idle);
@@ -249,13 +178,18 @@ TEST(planner, infeasible_and_bad_options_are_clear_errors) {
 TEST(planner, trace_has_a_track_per_chip_and_link) {
   auto c = load("local-8");
   auto r = make(c, "tiny-8");
-  auto j = nlohmann::json::parse(chrome_trace(c, r.p));
-  std::map<int, size_t> per_pid;
-  for (const auto& e : j["traceEvents"])
-    if (e["ph"] == "X")
-      ++per_pid[e["pid"].get<int>()];
-  EXPECT_EQ(per_pid[1], r.p.ops.size());
-  EXPECT_EQ(per_pid[2], r.p.transfers.size());
+  for (auto kind : both_programs) {
+    auto j = nlohmann::json::parse(chrome_trace(c, r.p, kind));
+    std::map<int, size_t> per_pid;
+    for (const auto& e : j["traceEvents"])
+      if (e["ph"] == "X")
+        ++per_pid[e["pid"].get<int>()];
+    EXPECT_EQ(per_pid[1], r.p.program(kind).ops.size()) << to_string(kind);
+    EXPECT_EQ(per_pid[2], r.p.program(kind).transfers.size())
+        << to_string(kind);
+  }
+  // Decode is the default.
+  EXPECT_EQ(chrome_trace(c, r.p), chrome_trace(c, r.p, program_kind::decode));
 }
 
 } // namespace

@@ -1,80 +1,46 @@
 // The verifier catches each kind of violation in hand-built bad plans: each
-// test takes a verified plan, breaks exactly one rule, and expects the
-// verifier to name it.
+// test takes a verified plan, breaks one rule, and expects the verifier to
+// name it (as the only rule that fires where the rules do not overlap).
+// Here: the schedule and plan-level rules, and the period.
+// verifier_program_test.cpp: the program's dataflow, memory, token loop and
+// prefill; verifier_two_level_test.cpp: two-level reductions.
 
-#include "tests/planner/planner_fixture.hpp"
-
-#include <functional>
-#include <optional>
-#include <stdexcept>
+#include "planner/plan_codec.hpp"
+#include "tests/planner/verifier_fixture.hpp"
 
 namespace lockstep::planner {
 namespace {
 
+using test::end_slot;
+using test::find_op;
+using test::joined;
 using test::load;
+using test::lone_transfer;
 using test::make;
-
-// Applies `mutate` to a copy of a good plan; returns all violations.
-std::string violations_of(plan p, const cluster_config& config,
-                          const std::function<void(plan&)>& mutate) {
-  mutate(p);
-  auto r = verify_plan(p, config);
-  std::string all;
-  for (const auto& v : r.violations)
-    all += v + "\n";
-  return all;
-}
-
-class verifier : public ::testing::Test {
-protected:
-  static void SetUpTestSuite() {
-    config_ = new cluster_config(load("local-64"));
-    good_ = new plan(make(*config_, "tiny-64").p);
-  }
-  static void TearDownTestSuite() {
-    delete good_;
-    delete config_;
-  }
-
-  std::string violations(const std::function<void(plan&)>& mutate) {
-    return violations_of(*good_, *config_, mutate);
-  }
-
-  const op& first(op_kind k) const {
-    for (const auto& o : good_->ops)
-      if (o.kind == k)
-        return o;
-    throw std::runtime_error("no such op");
-  }
-
-  static cluster_config* config_;
-  static plan* good_;
-};
-
-cluster_config* verifier::config_ = nullptr;
-plan* verifier::good_ = nullptr;
-
-#define EXPECT_VIOLATION(text, needle)                                         \
-  EXPECT_NE((text).find(needle), std::string::npos) << (text)
+using test::report_of;
+using test::verifier;
 
 TEST_F(verifier, accepts_the_good_plan) {
   ASSERT_GT(good_->tp_degree, 1u) << "the fixture needs reduction splits";
   EXPECT_EQ(violations([](plan&) {}), "");
 }
 
+// --- The schedule ------------------------------------------------------------
+
 TEST_F(verifier, link_carrying_two_transfers_in_one_slot) {
-  auto v = violations([](plan& p) {
+  auto r = report([](plan& p) {
     // Two transfers onto one link: move the second onto the first's link
     // and slot (ends adjusted to stay consistent).
-    auto& a = p.transfers[0];
-    for (auto& b : p.transfers)
+    auto& ts = p.decode.transfers;
+    auto& a = ts[0];
+    for (auto& b : ts)
       if (b.id != a.id && b.src == a.src && b.link != a.link) {
         b.link = a.link;
         b.dst = a.dst;
         b.start_slot = a.start_slot;
         return;
       }
-    for (auto& b : p.transfers)
+    for (auto& b : ts)
       if (b.id != a.id) {
         b.link = a.link;
         b.src = a.src;
@@ -83,56 +49,83 @@ TEST_F(verifier, link_carrying_two_transfers_in_one_slot) {
         return;
       }
   });
-  EXPECT_VIOLATION(v, "carries transfer");
+  EXPECT_VIOLATION(joined(r), "carries decode transfer");
+  EXPECT_TRUE(r.rules().contains("link-conflict")) << joined(r);
 }
 
 TEST_F(verifier, chip_running_two_ops_at_once) {
-  auto v = violations([](plan& p) {
-    for (auto& a : p.ops)
-      for (auto& b : p.ops)
+  auto r = report([](plan& p) {
+    for (auto& a : p.decode.ops)
+      for (auto& b : p.decode.ops)
         if (a.id < b.id && a.chip == b.chip) {
           b.start_slot = a.start_slot;
           return;
         }
   });
-  EXPECT_VIOLATION(v, "at once");
+  EXPECT_VIOLATION(joined(r), "at once");
+  EXPECT_TRUE(r.rules().contains("chip-conflict")) << joined(r);
 }
 
 TEST_F(verifier, op_starting_before_its_input_arrives) {
-  auto v = violations([](plan& p) {
-    for (auto& o : p.ops)
+  auto r = report([](plan& p) {
+    for (auto& o : p.decode.ops)
       if (!o.after_transfers.empty()) {
-        o.start_slot = p.transfers[o.after_transfers[0]].start_slot;
+        o.start_slot = p.decode.transfers[o.after_transfers[0]].start_slot;
         return;
       }
   });
-  EXPECT_VIOLATION(v, "starts before its input");
+  EXPECT_VIOLATION(joined(r), "starts before its input");
+  EXPECT_TRUE(r.rules().contains("dependency")) << joined(r);
 }
 
 TEST_F(verifier, transfer_faster_than_the_link) {
-  auto v = violations([](plan& p) {
-    auto& t = p.transfers[0];
+  auto r = report([](plan& p) {
+    auto& t = p.decode.transfers[0];
     t.payload_bytes = 1u << 30;
-    t.bytes = t.payload_bytes + 24;
+    t.bytes = transport::framed_bytes(t.payload_bytes);
   });
-  EXPECT_VIOLATION(v, "need");
+  EXPECT_VIOLATION(joined(r), "need");
+  EXPECT_TRUE(r.rules().contains("link-capacity")) << joined(r);
+}
+
+TEST_F(verifier, transfer_size_not_the_framed_payload) {
+  uint32_t id = no_id;
+  auto r = report([&](plan& p) {
+    auto& t = lone_transfer(p.decode);
+    id = t.id;
+    t.bytes -= 8;
+  });
+  EXPECT_RULES(r, "transfer-size");
+  EXPECT_VIOLATION(joined(r), "decode transfer " + std::to_string(id) + " ");
 }
 
 TEST_F(verifier, sram_exceeded) {
-  auto v = violations([&](plan& p) {
-    p.usage[p.chips_used[0]].kv_bytes += config_->chip.sram_bytes;
+  // What usage claims of the program's memory is over SRAM. (Usage of
+  // weights and KV must match the shards and slices: the `usage` rule.)
+  auto r = report([&](plan& p) {
+    p.usage[p.chips_used[0]].decode_bytes += config_->chip.sram_bytes;
   });
-  EXPECT_VIOLATION(v, "bytes of SRAM");
+  EXPECT_VIOLATION(joined(r), "bytes of SRAM");
+  EXPECT_RULES(r, "capacity");
+}
+
+TEST_F(verifier, usage_not_what_the_shards_hold) {
+  auto r = report([](plan& p) { p.usage[p.chips_used[0]].kv_bytes += 64; });
+  EXPECT_RULES(r, "usage");
 }
 
 TEST_F(verifier, work_on_a_spare_chip) {
-  auto v = violations([&](plan& p) { p.ops[0].chip = config_->spares[0]; });
+  auto v = violations([&](plan& p) {
+    find_op(p.decode, [](const op& o) {
+      return o.kind == op_kind::attention;
+    }).chip = config_->spares[0];
+  });
   EXPECT_VIOLATION(v, "spare or failed chip");
 }
 
 TEST_F(verifier, combine_in_a_non_canonical_order) {
-  auto v = violations([](plan& p) {
-    for (auto& o : p.ops)
+  auto r = report([](plan& p) {
+    for (auto& o : p.decode.ops)
       if (o.kind == op_kind::combine) {
         // Split the first part's maximal node into its two halves: the same
         // sum, a different (non-canonical) addition order.
@@ -146,44 +139,51 @@ TEST_F(verifier, combine_in_a_non_canonical_order) {
           }
       }
   });
-  EXPECT_VIOLATION(v, "not the canonical tree's maximal node");
+  EXPECT_VIOLATION(joined(r), "not the canonical tree's maximal node");
+  EXPECT_RULES(r, "combine-order");
 }
 
 TEST_F(verifier, reduction_split_off_block_boundaries) {
-  auto v = violations([](plan& p) {
-    for (auto& o : p.ops)
+  auto r = report([](plan& p) {
+    for (auto& o : p.decode.ops)
       if (o.kind == op_kind::combine) {
         o.parts[1].first_block += 1; // a gap: blocks lost
         return;
       }
   });
-  EXPECT_VIOLATION(v, "do not tile blocks");
+  EXPECT_VIOLATION(joined(r), "do not tile blocks");
+  EXPECT_RULES(r, "combine-order");
 }
 
 TEST_F(verifier, overlapping_receive_windows) {
-  auto v = violations([](plan& p) {
-    for (auto& a : p.transfers)
-      for (auto& b : p.transfers)
+  auto r = report([](plan& p) {
+    for (auto& a : p.decode.transfers)
+      for (auto& b : p.decode.transfers)
         if (a.id < b.id && a.dst == b.dst) {
           b.dst_offsets[0] = a.dst_offsets[0];
           return;
         }
   });
-  EXPECT_VIOLATION(v, "overlap");
+  EXPECT_VIOLATION(joined(r), "overlap");
+  EXPECT_TRUE(r.rules().contains("windows")) << joined(r);
 }
 
 TEST_F(verifier, buffer_overwritten_before_its_consumer_ran) {
   auto v = violations([](plan& p) {
-    // One buffer, rewritten every step, with a step shorter than the time
-    // from the write to the end of its read.
-    auto& t = p.transfers[0];
+    // One buffer, rewritten every step, with steps starting every slot (the
+    // old test shortened the step; the rule now counts periods). The
+    // period rule fires as well: decode steps cannot overlap.
+    auto& t = p.decode.transfers[0];
     t.dst_offsets.resize(1);
-    p.slots_per_step = 1;
+    p.decode.period_slots = 1;
   });
   EXPECT_VIOLATION(v, "before its consumer");
+  EXPECT_VIOLATION(v, "buffer-reuse: decode transfer 0 ");
 }
 
 TEST_F(verifier, weight_not_placed) {
+  // (Erasing the shard renumbers the later ones, so ops' weight indices
+  // point at other tensors too: op-shape and more fire besides coverage.)
   auto v = violations([](plan& p) {
     auto it = std::find_if(p.shards.begin(), p.shards.end(), [](auto& s) {
       return s.tensor.kind == model::tensor_kind::w_up;
@@ -198,110 +198,125 @@ TEST_F(verifier, broken_multi_hop_route) {
   auto c = load("groq-64");
   auto r = make(c, "llama-3-8b", {1, 1024, {}});
   ASSERT_TRUE(r.verdict.ok());
-  auto hop = std::find_if(r.p.transfers.begin(), r.p.transfers.end(),
+  auto& ts = r.p.decode.transfers;
+  auto hop = std::find_if(ts.begin(), ts.end(),
                           [](auto& t) { return t.after_transfer != no_id; });
-  ASSERT_NE(hop, r.p.transfers.end()) << "the fixture needs a 2-hop route";
+  ASSERT_NE(hop, ts.end()) << "the fixture needs a 2-hop route";
   // Claim the second hop continues some other transfer.
-  for (const auto& t : r.p.transfers)
+  for (const auto& t : ts)
     if (t.dst != hop->src) {
       hop->after_transfer = t.id;
       break;
     }
-  auto report = verify_plan(r.p, c);
+  auto report = report_of(r.p, c, [](plan&) {});
   ASSERT_FALSE(report.ok());
-  std::string all;
-  for (const auto& s : report.violations)
-    all += s + "\n";
-  EXPECT_VIOLATION(all, "route broken");
+  EXPECT_VIOLATION(joined(report), "route broken");
+  EXPECT_RULES(report, "route");
 }
 
-// Groups wider than a node reduce in two levels: partial combines inside
-// each node (outputs: canonical pieces of the node's block range), then a
-// root combine across nodes. The verifier follows where every part's
-// values come from.
-class two_level_verifier : public ::testing::Test {
-protected:
-  static void SetUpTestSuite() {
-    config_.emplace(load("local-512"));
-    good_.emplace(make(*config_, "tiny-512").p);
-  }
-  static void TearDownTestSuite() {
-    good_.reset();
-    config_.reset();
-  }
-  static bool partial(const op& o) {
-    return o.kind == op_kind::combine && !o.parts.empty() &&
-           !(o.parts.front().first_block == 0 &&
-             o.parts.back().end_block == o.n_blocks);
-  }
-  std::string violations(const std::function<void(plan&)>& mutate) {
-    return violations_of(*good_, *config_, mutate);
-  }
-  // A root combine that reads a partial combine of another chip.
-  static op& two_level_root(plan& p) {
-    for (auto& o : p.ops)
-      if (o.kind == op_kind::combine && !partial(o))
-        for (const auto& part : o.parts)
-          if (part.chip != o.chip)
-            for (auto t : o.after_transfers) {
-              auto prod = p.transfers[t].after_op;
-              if (prod != no_id && partial(p.ops[prod]))
-                return o;
-            }
-    throw std::runtime_error("no two-level combine");
-  }
-  static inline std::optional<cluster_config> config_;
-  static inline std::optional<plan> good_;
-};
-
-TEST_F(two_level_verifier, accepts_the_good_plan) {
-  plan p = *good_;
-  ASSERT_GT(p.tp_degree, config_->chips_per_node) << "needs groups over nodes";
-  EXPECT_NO_THROW(two_level_root(p));
-  EXPECT_EQ(violations([](plan&) {}), "");
-}
-
-TEST_F(two_level_verifier, partial_sums_used_as_the_activation) {
-  auto v = violations([](plan& p) {
-    for (auto& o : p.ops)
-      if (partial(o))
-        for (auto& reader : p.ops)
-          if (reader.chip == o.chip && reader.kind == op_kind::gather &&
-              reader.start_slot >= o.start_slot + o.duration_slots) {
-            reader.after_ops.push_back(o.id); // x assembled from partials
-            return;
-          }
+TEST_F(verifier, op_ending_after_the_step) {
+  // The step (and with it the decode period) one slot shorter than the
+  // program: the last sample ends after it.
+  auto r = report([](plan& p) {
+    p.decode.slots_per_step -= 1;
+    p.decode.period_slots -= 1;
   });
-  EXPECT_VIOLATION(v, "partial sums read by");
+  EXPECT_RULES(r, "step");
+  EXPECT_VIOLATION(joined(r), "(sample on h0.host, slots ");
+  EXPECT_VIOLATION(joined(r), "ends after slot");
 }
 
-TEST_F(two_level_verifier, part_claimed_from_the_wrong_chip) {
-  auto v = violations([](plan& p) {
-    auto& o = two_level_root(p);
-    for (auto& part : o.parts)
-      if (part.chip != o.chip) {
-        part.chip = o.chip == 0 ? 1 : 0; // not where the values come from
-        return;
-      }
-  });
-  EXPECT_VIOLATION(v, "no input carries the part");
+TEST_F(verifier, op_ids_not_their_indices) {
+  auto r = report([](plan& p) { p.decode.ops[5].id = 6; });
+  EXPECT_RULES(r, "ids");
+  EXPECT_VIOLATION(joined(r), "decode op at index 5 has id 6");
 }
 
-TEST_F(two_level_verifier, partial_of_another_slice) {
-  auto v = violations([](plan& p) {
-    auto& o = two_level_root(p);
-    // The root combines slice [a, b) but reads a partial of other elements.
-    o.out_first += 1;
-  });
-  EXPECT_VIOLATION(v, "no input carries the part");
+TEST_F(verifier, chip_in_use_listed_as_a_spare) {
+  auto r = report([](plan& p) { p.spares.push_back(p.chips_used[0]); });
+  EXPECT_RULES(r, "spares");
+  EXPECT_VIOLATION(joined(r), "is listed as a spare but is not one");
 }
 
-TEST_F(two_level_verifier, output_outside_the_vector) {
-  auto v = violations([](plan& p) {
-    auto& o = two_level_root(p);
-    o.out_end = p.spec.d_model + 1;
+// --- The period --------------------------------------------------------------
+
+TEST_F(verifier, decode_steps_overlapping) {
+  // Decode steps wait for the token loop: their period is the step. One
+  // slot less would start the next token before this one is sampled.
+  auto r = report([](plan& p) { p.decode.period_slots -= 1; });
+  EXPECT_RULES(r, "period");
+  EXPECT_VIOLATION(joined(r), "decode program: decode steps depend on the "
+                              "previous token");
+}
+
+TEST_F(verifier, decode_period_longer_than_the_step) {
+  auto r = report(
+      [](plan& p) { p.decode.period_slots = p.decode.slots_per_step + 1; });
+  EXPECT_RULES(r, "period");
+  EXPECT_VIOLATION(joined(r), "decode program: period of");
+}
+
+TEST_F(verifier, prefill_period_too_short) {
+  // One slot less than the planner's (smallest) period: a chip would run
+  // ops of two chunks at once. (Shorter still, buffers of two chunks meet
+  // too: memory-overlap.)
+  ASSERT_LT(good_->prefill.period_slots, good_->prefill.slots_per_step);
+  auto r = report([](plan& p) { p.prefill.period_slots -= 1; });
+  EXPECT_RULES(r, "period");
+  EXPECT_VIOLATION(joined(r), "prefill program: h");
+  EXPECT_VIOLATION(joined(r), "runs two ops at once when steps start every");
+}
+
+// --- Known verifier bugs
+// ------------------------------------------------------
+//
+// Found while porting these tests and reported, not fixed here (the planner
+// is not this file's to change). Each is DISABLED_ so the suite stays green;
+// enable it with the fix. Plans are untrusted input (a cached plan is
+// decoded and verified before use), so each is reachable through
+// decode_plan: every field below is a plain integer of planner/plan.capnp.
+
+// BUG (planner/detail/verify_schedule.cpp, schedule_checker::check_combine):
+// `uint32_t span = 1; while (span < nb) span <<= 1;` overflows `span` to 0
+// when n_blocks > 2^31 and loops forever: the verifier hangs.
+TEST_F(verifier, DISABLED_bug_combine_of_over_2_to_the_31_blocks_hangs) {
+  auto r = report([](plan& p) {
+    find_op(p.decode, [](const op& o) {
+      return o.kind == op_kind::combine;
+    }).n_blocks = 0x80000001u;
   });
-  EXPECT_VIOLATION(v, "not a slice");
+  EXPECT_TRUE(r.rules().contains("combine-order")) << joined(r);
+}
+
+// BUG (planner/detail/verify_context.hpp, verify_context::end, and every
+// `start_slot + duration_slots` in verify_schedule.cpp): the end slot is a
+// uint32_t sum, so a transfer whose end passes 2^32 wraps to a small slot
+// and passes the step, conflict, dependency and window checks: this plan,
+// whose transfer holds its link for ~4e9 slots, verifies with no violation.
+TEST_F(verifier, DISABLED_bug_transfer_ending_past_2_to_the_32_is_accepted) {
+  auto r = report([](plan& p) {
+    auto& t = p.decode.transfers[5];
+    t.duration_slots = static_cast<uint32_t>(0x100000000ull - t.start_slot + 1);
+  });
+  EXPECT_TRUE(r.rules().contains("step")) << joined(r);
+}
+
+// BUG (planner/plan_codec.cpp, decode_plan, and
+// planner/detail/verify_dataflow.cpp, dataflow_checker::check_shapes):
+// decode_plan takes the plan's model spec without model::validate, and the
+// verifier divides by it: n_kv_heads == 0 is a SIGFPE in model::kv_heads_of
+// (head_dim == 0 one in check_shapes, `row_begin / hd`). Either decoding
+// or verifying must refuse it instead.
+TEST_F(verifier, DISABLED_bug_plan_with_zero_kv_heads_crashes) {
+  for (auto field :
+       {&model::model_spec::n_kv_heads, &model::model_spec::head_dim}) {
+    plan p = *good_;
+    p.spec.*field = 0;
+    auto back = decode_plan(*config_, encode_plan(*config_, p));
+    if (back) {
+      EXPECT_FALSE(verify_plan(*back, *config_).ok());
+    }
+  }
 }
 
 } // namespace
