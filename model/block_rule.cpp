@@ -7,16 +7,18 @@
 namespace lockstep::model {
 
 uint32_t tree_span(uint32_t n_blocks) {
-  uint32_t span = 1;
+  // 64-bit, so a hostile n_blocks above 2^31 cannot wrap the loop; such a
+  // reduction has no valid tree (canonical_pieces and combine_rule refuse).
+  uint64_t span = 1;
   while (span < n_blocks)
     span <<= 1;
-  return span;
+  return static_cast<uint32_t>(std::min<uint64_t>(span, max_blocks));
 }
 
 std::vector<tree_node> canonical_pieces(uint32_t n_blocks, uint32_t begin,
                                         uint32_t end) {
   std::vector<tree_node> out;
-  if (begin >= end || end > n_blocks)
+  if (begin >= end || end > n_blocks || n_blocks > max_blocks)
     return out;
   uint32_t root = tree_span(n_blocks);
   uint32_t pos = begin;
@@ -119,8 +121,9 @@ bool is_tree_node(uint32_t n_blocks, tree_node n) {
 caf::expected<combine_rule>
 combine_rule::make(uint32_t n_blocks, std::span<const tree_node> inputs,
                    bool root) {
-  if (n_blocks == 0 || inputs.empty())
-    return invalid("a combine needs blocks and at least one input node");
+  if (n_blocks == 0 || n_blocks > max_blocks || inputs.empty())
+    return invalid("a combine needs 1.." + std::to_string(max_blocks) +
+                   " blocks and at least one input node");
   uint32_t b0 = n_blocks, b1 = 0;
   for (auto n : inputs) {
     if (!is_tree_node(n_blocks, n))

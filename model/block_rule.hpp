@@ -45,7 +45,11 @@ struct tree_node {
   friend bool operator==(const tree_node&, const tree_node&) = default;
 };
 
+/// Most blocks a reduction may have (2^31: its tree span fits 32 bits).
+inline constexpr uint32_t max_blocks = 0x80000000u;
+
 /// Smallest power of two >= n (1 for n == 0): the root's `count`.
+/// REQUIRES: n_blocks <= max_blocks (larger values give max_blocks).
 uint32_t tree_span(uint32_t n_blocks);
 
 /// Splits the block range [begin, end) of a reduction with `n_blocks` blocks

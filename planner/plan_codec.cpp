@@ -479,6 +479,8 @@ caf::expected<plan> decode_plan(const cluster_config& config,
         auto spec = model::spec_from_json(spec_json);
         if (!spec)
           return spec.error();
+        if (auto err = model::validate(*spec))
+          return plan_reader::bad("model spec: " + render(err));
         p.spec = *spec;
         p.batch = r.getBatch();
         p.context = r.getContext();

@@ -48,13 +48,6 @@ uint64_t step_program::transfer_bytes() const {
   return total;
 }
 
-std::set<std::string> verify_report::rules() const {
-  std::set<std::string> out;
-  for (const auto& v : violations)
-    out.insert(v.substr(0, v.find(':')));
-  return out;
-}
-
 namespace {
 
 // The plan-level rules: nodes and spares, weights placed exactly once and
@@ -198,6 +191,11 @@ verify_report verify_plan(const plan& p, const cluster_config& config,
                           size_t max_violations) {
   verify_report report;
   detail::verify_context v{p, config, max_violations, report};
+  // Every check divides by the model's shapes: a corrupt spec stops here.
+  if (auto err = model::validate(p.spec)) {
+    v.fail("ids", "the plan's model spec: " + render(err));
+    return report;
+  }
   plan_checker{v}.run();
   for (auto kind : {program_kind::decode, program_kind::prefill}) {
     const auto& prog = p.program(kind);

@@ -25,10 +25,13 @@ namespace lockstep::planner {
 struct verify_report {
   /// Each "<rule>: <what>", naming op, link, chip or slot; rules are
   /// listed in docs/planner.md ("The verifier").
+  /// (At most the limit verify_plan was given.)
   std::vector<std::string> violations;
-  bool ok() const { return violations.empty(); }
+  /// Every rule that fired, also those whose messages the limit cut.
+  std::set<std::string> fired;
+  bool ok() const { return fired.empty(); }
   /// The rules that fired.
-  std::set<std::string> rules() const;
+  std::set<std::string> rules() const { return fired; }
 };
 
 /// Verifies `p` against `config`; reports at most `max_violations`.

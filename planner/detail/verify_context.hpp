@@ -24,6 +24,7 @@ public:
       , report_(report) {}
 
   void fail(std::string_view rule, const std::string& what) {
+    report_.fired.insert(std::string{rule});
     if (report_.violations.size() < max_)
       report_.violations.push_back(std::string{rule} + ": " + what);
   }
@@ -45,9 +46,12 @@ public:
            ", slots " + std::to_string(t.start_slot) + "+" +
            std::to_string(t.duration_slots) + ")";
   }
-  static uint32_t end(const op& o) { return o.start_slot + o.duration_slots; }
-  static uint32_t end(const transfer& t) {
-    return t.start_slot + t.duration_slots;
+  // 64-bit: a plan can hold any 32-bit start and duration.
+  static uint64_t end(const op& o) {
+    return uint64_t{o.start_slot} + o.duration_slots;
+  }
+  static uint64_t end(const transfer& t) {
+    return uint64_t{t.start_slot} + t.duration_slots;
   }
 
   const plan& p;

@@ -85,8 +85,8 @@ public:
 private:
   std::string op_name(const op& o) const { return v_.op_name(prog_, o); }
   std::string tr_name(const transfer& t) const { return v_.tr_name(prog_, t); }
-  static uint32_t end(const op& o) { return verify_context::end(o); }
-  static uint32_t end(const transfer& t) { return verify_context::end(t); }
+  static uint64_t end(const op& o) { return verify_context::end(o); }
+  static uint64_t end(const transfer& t) { return verify_context::end(t); }
 
   buffer_shape x_shape(uint32_t rows) const {
     return {rows, 0, s_.d_model, 1, true};
@@ -299,6 +299,14 @@ private:
            "scratch of " + std::to_string(o.scratch_bytes) +
                " bytes, needs " + std::to_string(scratch_floats * 4));
   }
+  // What a half-layer op's outputs hold, by their shape, before its
+  // shards are checked: one fault (e.g. a shard on another chip) must not
+  // make everything downstream look out of order too.
+  void assume_part_stages(const op& o, uint32_t stage_index) {
+    bool whole = o.outputs.size() == 1 && o.outputs[0].shape.row_table;
+    set_stages(o, whole ? stage{stage::x, stage_index + 1}
+                        : stage{stage::partial, stage_index});
+  }
   void set_stages(const op& o, stage st) {
     for (auto& s : stages_[o.id])
       s = st;
@@ -367,6 +375,7 @@ private:
       uint32_t l = o.layer;
       expect_shape(o, "input", 0, o.inputs, x_shape(rows));
       expect_stage(o, 0, {stage::x, 2 * l});
+      assume_part_stages(o, 2 * l);
       weight(o, 0, tensor_kind::attn_norm, l);
       const auto* wq = weight(o, 1, tensor_kind::wq, l);
       const auto* wk = weight(o, 2, tensor_kind::wk, l);
@@ -411,6 +420,7 @@ private:
       uint32_t l = o.layer;
       expect_shape(o, "input", 0, o.inputs, x_shape(rows));
       expect_stage(o, 0, {stage::x, 2 * l + 1});
+      assume_part_stages(o, 2 * l + 1);
       weight(o, 0, tensor_kind::mlp_norm, l);
       const auto* gate = weight(o, 1, tensor_kind::w_gate, l);
       const auto* up = weight(o, 2, tensor_kind::w_up, l);

@@ -4,6 +4,7 @@
 
 #include "planner/detail/verify_context.hpp"
 
+#include "model/block_rule.hpp"
 #include "transport/payload_frame.hpp"
 
 #include <algorithm>
@@ -40,8 +41,8 @@ private:
   std::string op_name(const op& o) const { return v_.op_name(prog_, o); }
   std::string tr_name(const transfer& t) const { return v_.tr_name(prog_, t); }
   std::string node(uint32_t n) const { return v_.node(n); }
-  static uint32_t end(const op& o) { return verify_context::end(o); }
-  static uint32_t end(const transfer& t) { return verify_context::end(t); }
+  static uint64_t end(const op& o) { return verify_context::end(o); }
+  static uint64_t end(const transfer& t) { return verify_context::end(t); }
 
   bool check_ids() {
     bool ok = true;
@@ -60,7 +61,7 @@ private:
     uint32_t n = c_.node_count();
     for (const auto& o : prog_.ops) {
       if (o.chip >= n) {
-        bad("op " + std::to_string(o.id) + ": no such node");
+        bad(op_name(o) + ": no such node");
         continue;
       }
       bool host_op = o.kind == op_kind::feed || o.kind == op_kind::sample;
@@ -76,13 +77,12 @@ private:
     }
     for (const auto& t : prog_.transfers) {
       if (t.src >= n || t.dst >= n || t.link >= 2 * c_.links.size())
-        bad("transfer " + std::to_string(t.id) + ": no such node or link");
+        bad(tr_name(t) + ": no such node or link " + std::to_string(t.link));
       if (t.after_op >= prog_.ops.size() ||
           (t.after_transfer != no_id &&
            t.after_transfer >= prog_.transfers.size()) ||
           t.consumer_op >= prog_.ops.size())
-        bad("transfer " + std::to_string(t.id) +
-            ": unknown producer, previous hop or consumer");
+        bad(tr_name(t) + ": unknown producer, previous hop or consumer");
     }
     if (prog_.arenas.size() != n)
       bad("arenas for " + std::to_string(prog_.arenas.size()) + " nodes, " +
@@ -355,7 +355,15 @@ private:
   // (derived here independently of model::canonical_pieces).
   void check_combine(const op& o) {
     uint32_t nb = o.n_blocks;
-    uint32_t span = 1;
+    // A layer's two reductions: over q_dim (attention output) or d_ff.
+    if (nb != model::blocks_of(p_.spec.q_dim()) &&
+        nb != model::blocks_of(p_.spec.d_ff)) {
+      v_.fail("combine-order",
+              op_name(o) + ": " + std::to_string(nb) +
+                  " reduction blocks is neither q_dim's nor d_ff's");
+      return;
+    }
+    uint64_t span = 1;
     while (span < nb)
       span <<= 1;
     if (o.parts.empty()) {
@@ -383,11 +391,13 @@ private:
         }
         auto n = o.nodes[node_i++];
         bool pow2 = n.count != 0 && (n.count & (n.count - 1)) == 0;
-        uint32_t n_end = std::min(n.first + n.count, nb);
-        uint32_t parent = n.count * 2;
-        bool parent_fits = parent <= span && n.first % parent == 0 &&
-                           n.first >= part.first_block &&
-                           std::min(n.first + parent, nb) <= part.end_block;
+        auto n_end = static_cast<uint32_t>(
+            std::min<uint64_t>(uint64_t{n.first} + n.count, nb));
+        uint64_t parent = uint64_t{n.count} * 2;
+        bool parent_fits =
+            pow2 && parent <= span && n.first % parent == 0 &&
+            n.first >= part.first_block &&
+            std::min<uint64_t>(n.first + parent, nb) <= part.end_block;
         if (n.first != pos || !pow2 || n.first % n.count != 0 ||
             n_end > part.end_block || parent_fits) {
           v_.fail("combine-order",

@@ -267,19 +267,15 @@ TEST_F(verifier, prefill_period_too_short) {
   EXPECT_VIOLATION(joined(r), "runs two ops at once when steps start every");
 }
 
-// --- Known verifier bugs
-// ------------------------------------------------------
+// --- Hostile integers -----------------------------------------------------
 //
-// Found while porting these tests and reported, not fixed here (the planner
-// is not this file's to change). Each is DISABLED_ so the suite stays green;
-// enable it with the fix. Plans are untrusted input (a cached plan is
-// decoded and verified before use), so each is reachable through
-// decode_plan: every field below is a plain integer of planner/plan.capnp.
+// Plans are untrusted input (a cached plan is decoded and verified before
+// use), so every field of planner/plan.capnp can hold any integer. These
+// once hung, passed or crashed the verifier.
 
-// BUG (planner/detail/verify_schedule.cpp, schedule_checker::check_combine):
-// `uint32_t span = 1; while (span < nb) span <<= 1;` overflows `span` to 0
-// when n_blocks > 2^31 and loops forever: the verifier hangs.
-TEST_F(verifier, DISABLED_bug_combine_of_over_2_to_the_31_blocks_hangs) {
+// A combine over 2^31+ blocks (the tree span once wrapped to 0 and the
+// verifier looped forever).
+TEST_F(verifier, combine_of_over_2_to_the_31_blocks_is_refused) {
   auto r = report([](plan& p) {
     find_op(p.decode, [](const op& o) {
       return o.kind == op_kind::combine;
@@ -288,12 +284,9 @@ TEST_F(verifier, DISABLED_bug_combine_of_over_2_to_the_31_blocks_hangs) {
   EXPECT_TRUE(r.rules().contains("combine-order")) << joined(r);
 }
 
-// BUG (planner/detail/verify_context.hpp, verify_context::end, and every
-// `start_slot + duration_slots` in verify_schedule.cpp): the end slot is a
-// uint32_t sum, so a transfer whose end passes 2^32 wraps to a small slot
-// and passes the step, conflict, dependency and window checks: this plan,
-// whose transfer holds its link for ~4e9 slots, verifies with no violation.
-TEST_F(verifier, DISABLED_bug_transfer_ending_past_2_to_the_32_is_accepted) {
+// A transfer whose end passes 2^32 (32-bit end slots once wrapped to a
+// small slot and the plan verified).
+TEST_F(verifier, transfer_ending_past_2_to_the_32_is_refused) {
   auto r = report([](plan& p) {
     auto& t = p.decode.transfers[5];
     t.duration_slots = static_cast<uint32_t>(0x100000000ull - t.start_slot + 1);
@@ -301,21 +294,18 @@ TEST_F(verifier, DISABLED_bug_transfer_ending_past_2_to_the_32_is_accepted) {
   EXPECT_TRUE(r.rules().contains("step")) << joined(r);
 }
 
-// BUG (planner/plan_codec.cpp, decode_plan, and
-// planner/detail/verify_dataflow.cpp, dataflow_checker::check_shapes):
-// decode_plan takes the plan's model spec without model::validate, and the
-// verifier divides by it: n_kv_heads == 0 is a SIGFPE in model::kv_heads_of
-// (head_dim == 0 one in check_shapes, `row_begin / hd`). Either decoding
-// or verifying must refuse it instead.
-TEST_F(verifier, DISABLED_bug_plan_with_zero_kv_heads_crashes) {
+// A model spec with zero kv heads or head_dim (the verifier divided by
+// them): decoding refuses it, and so does verifying a plan built in memory.
+TEST_F(verifier, plan_with_zero_kv_heads_is_refused) {
   for (auto field :
        {&model::model_spec::n_kv_heads, &model::model_spec::head_dim}) {
     plan p = *good_;
     p.spec.*field = 0;
     auto back = decode_plan(*config_, encode_plan(*config_, p));
-    if (back) {
-      EXPECT_FALSE(verify_plan(*back, *config_).ok());
-    }
+    ASSERT_FALSE(back);
+    EXPECT_NE(detail_of(back.error()).find("model spec"), std::string::npos)
+        << detail_of(back.error());
+    EXPECT_EQ(verify_plan(p, *config_).rules(), std::set<std::string>{"ids"});
   }
 }
 
