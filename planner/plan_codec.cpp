@@ -133,9 +133,13 @@ void put_program(const cluster_config& config, const plan& p,
   }
   // Nodes that send or receive: the slot table's arenas and the plan's SRAM
   // bases of them.
+  // Every host's endpoint is listed, used or not: the transport numbers
+  // a table's hosts 0..H-1 without gaps, and a host whose chips are all
+  // idle (spare nodes) still runs a process.
   std::vector<uint32_t> arena_nodes;
   for (uint32_t n = 0; n < prog.arenas.size(); ++n)
-    if (prog.arenas[n].recv_bytes + prog.arenas[n].send_bytes > 0)
+    if (prog.arenas[n].recv_bytes + prog.arenas[n].send_bytes > 0 ||
+        config.is_host_node(n))
       arena_nodes.push_back(n);
   auto bases = root.initArenas(arena_nodes.size());
   for (size_t i = 0; i < arena_nodes.size(); ++i) {
