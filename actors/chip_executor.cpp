@@ -378,6 +378,23 @@ void chip_executor::note_arrival(uint32_t t, uint64_t step) {
   counters_.bytes_in += tr.bytes;
 }
 
+caf::error chip_executor::check_sendable(uint32_t t, uint64_t step) const {
+  const auto& tr = prog_.transfers[t];
+  const auto& prod = prog_.ops[tr.after_op];
+  uint64_t payload =
+      prog_.arenas[node_].send_base + tr.src_offset + frame;
+  auto it = written_.find(payload);
+  if (it == written_.end() || it->second.writer != prod.id ||
+      it->second.transfer || it->second.step != step ||
+      it->second.end != payload + tr.payload_bytes)
+    return fail(errc::missing_input, prod,
+                "transfer " + std::to_string(t) + " (slot " +
+                    std::to_string(tr.start_slot) +
+                    ") would send a window this op did not write in step " +
+                    std::to_string(step));
+  return {};
+}
+
 std::span<std::byte> chip_executor::send_window(uint32_t t) {
   const auto& tr = prog_.transfers[t];
   return sram_.subspan(prog_.arenas[node_].send_base + tr.src_offset,

@@ -98,6 +98,11 @@ public:
   /// data: e.g. a row outside the KV slice), each naming chip, op and slot.
   caf::error run(uint32_t id, uint64_t step, model::worker_pool* pool = nullptr);
 
+  /// Checks that outgoing transfer `t`'s send window holds what its
+  /// producer wrote in `step` (never stale bytes). Errors: missing_input
+  /// naming the transfer, its producer, chip and slot.
+  caf::error check_sendable(uint32_t t, uint64_t step) const;
+
   /// The SRAM of a payload of transfer `t` (outgoing: its send window's
   /// framed bytes; incoming: the receive window of `step`'s parity).
   std::span<std::byte> send_window(uint32_t t);

@@ -324,6 +324,8 @@ caf::error simulation::run_steps(program_kind kind, uint64_t first, uint64_t n,
       if (kind == program_kind::decode &&
           e.id == options_.drop_decode_transfer)
         continue;
+      if (auto err = exec[t.src]->check_sendable(t.id, step))
+        return err;
       auto from = exec[t.src]->send_window(t.id);
       auto to = exec[t.dst]->receive_window(t.id, step);
       std::memcpy(to.data(), from.data(), t.bytes);

@@ -268,6 +268,24 @@ TEST_F(simulation_proofs, shifting_one_input_offset_fails_naming_chip_op_and_slo
       << what;
 }
 
+TEST_F(simulation_proofs, a_transfer_before_its_producer_sends_nothing_stale) {
+  // Move a late transfer to slot 0: its send window holds nothing of this
+  // step yet, and copying it anyway would deliver stale bytes.
+  auto p = p_;
+  auto& t = p.decode.transfers.back();
+  const auto& producer = p.decode.ops[t.after_op];
+  ASSERT_GT(t.start_slot, 0u);
+  t.start_slot = 0;
+  auto r = run(p);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::missing_input);
+  auto what = detail_of(r.error());
+  EXPECT_NE(what.find("op " + std::to_string(producer.id)), std::string::npos)
+      << what;
+  EXPECT_NE(what.find("transfer " + std::to_string(t.id)), std::string::npos)
+      << what;
+}
+
 TEST_F(simulation_proofs, requests_the_plan_cannot_serve_are_refused) {
   auto sim = simulation::load(p_, c_, store_.weights());
   ASSERT_TRUE(sim);
