@@ -65,13 +65,6 @@ public:
                             std::span<model::token_row> next) = 0;
 };
 
-/// Counters of one executor.
-struct executor_counters {
-  uint64_t ops = 0;         // ops run
-  uint64_t arrivals = 0;    // transfers noted
-  uint64_t bytes_in = 0;    // framed bytes of those transfers
-};
-
 class chip_executor {
 public:
   /// Binds `node`'s part of program `kind` of `p` to `sram` (the node's
@@ -107,8 +100,6 @@ public:
   /// framed bytes; incoming: the receive window of `step`'s parity).
   std::span<std::byte> send_window(uint32_t t);
   std::span<std::byte> receive_window(uint32_t t, uint64_t step);
-
-  const executor_counters& counters() const noexcept { return counters_; }
 
 private:
   chip_executor(const planner::plan& p, const planner::cluster_config& config,
@@ -165,7 +156,6 @@ private:
     uint64_t step;
   };
   std::map<uint64_t, write_record> written_;
-  executor_counters counters_;
 };
 
 } // namespace lockstep::actors
