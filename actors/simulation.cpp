@@ -4,8 +4,6 @@
 #include "model/sampler.hpp"
 #include "transport/payload_frame.hpp"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -45,29 +43,6 @@ std::string gb(uint64_t bytes) {
 }
 
 } // namespace
-
-// A chip's SRAM: anonymous memory, zero until touched (untouched SRAM costs
-// no RAM), page-aligned.
-struct simulation::arena {
-  std::byte* data = nullptr;
-  size_t size = 0;
-  ~arena() {
-    if (data != nullptr)
-      munmap(data, size);
-  }
-  static caf::expected<std::unique_ptr<arena>> allocate(size_t bytes) {
-    auto a = std::make_unique<arena>();
-    a->size = std::max<size_t>(bytes, 1);
-    void* p = mmap(nullptr, a->size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-      return caf::make_error(errc::too_large,
-                             "cannot map an arena of " +
-                                 std::to_string(bytes) + " bytes");
-    a->data = static_cast<std::byte*>(p);
-    return a;
-  }
-};
 
 // The coordinator's part of the token loop for a fixed set of requests: the
 // rows of each step, and sampling with each request's own settings.
@@ -221,7 +196,7 @@ simulation::load(const planner::plan& p, const planner::cluster_config& config,
     uint64_t bytes = config.chip.sram_bytes;
     if (config.is_host_node(n))
       bytes = std::max(p.decode.arenas[n].end, p.prefill.arenas[n].end);
-    auto a = arena::allocate(bytes);
+    auto a = sram_arena::allocate(bytes);
     if (!a)
       return a.error();
     sim->arenas_[n] = std::move(*a);
@@ -236,29 +211,13 @@ simulation::load(const planner::plan& p, const planner::cluster_config& config,
 
 std::span<std::byte> simulation::sram(uint32_t node) {
   const auto& a = arenas_.at(node);
-  return a ? std::span<std::byte>{a->data, a->size} : std::span<std::byte>{};
+  return a ? a->bytes() : std::span<std::byte>{};
 }
 
 caf::error simulation::load_weights(const storage::weight_store& weights) {
-  for (const auto& sh : plan_.shards) {
-    auto t = weights.read(sh.tensor, sh.range);
-    if (!t)
-      return t.error();
-    auto mem = sram(sh.chip);
-    auto data = t->bytes();
-    auto scales = t->scales();
-    if (sh.offset + data.size() > mem.size() ||
-        sh.scales_offset + scales.size_bytes() > mem.size())
-      return caf::make_error(errc::bad_program,
-                             "shard " + model::to_string(sh.tensor) + " on " +
-                                 transport::to_string(config_.ref(sh.chip)) +
-                                 " lies outside its SRAM");
-    std::memcpy(mem.data() + sh.offset, data.data(), data.size());
-    if (!scales.empty())
-      std::memcpy(mem.data() + sh.scales_offset, scales.data(),
-                  scales.size_bytes());
-  }
-  return {};
+  auto loaded = load_shards(plan_, config_, weights,
+                            [this](uint32_t chip) { return sram(chip); });
+  return loaded ? caf::error{} : loaded.error();
 }
 
 caf::error simulation::bind(program_kind kind) {

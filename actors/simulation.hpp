@@ -16,6 +16,7 @@
 // Thread-safety: one generate() at a time.
 
 #include "actors/chip_executor.hpp"
+#include "actors/sram.hpp"
 #include "model/generation.hpp"
 #include "planner/cluster_config.hpp"
 #include "planner/plan.hpp"
@@ -80,7 +81,6 @@ public:
   const planner::plan& plan() const noexcept { return plan_; }
 
 private:
-  struct arena;
   class request_table;
 
   simulation(const planner::plan& p, const planner::cluster_config& config,
@@ -98,7 +98,7 @@ private:
   model::rope_table rope_;
   std::unique_ptr<model::worker_pool> pool_;
   std::unique_ptr<request_table> loop_;
-  std::vector<std::unique_ptr<arena>> arenas_; // by node (null: unused)
+  std::vector<std::unique_ptr<sram_arena>> arenas_; // by node (null: unused)
   // Executors by program and node (null: nothing to run there).
   std::vector<std::unique_ptr<chip_executor>> executors_[2];
   // Each program's events of one step in execution order: (slot, kind,
