@@ -42,6 +42,7 @@ bench: build
 	$(BUILD_DIR)/bin/lockstep-bench transport
 	$(BUILD_DIR)/bin/lockstep-bench planner
 	$(BUILD_DIR)/bin/lockstep-bench simulate
+	$(BUILD_DIR)/bin/lockstep-bench cluster
 
 clean:
 	rm -rf $(BUILD_DIR) $(TSAN_BUILD_DIR)

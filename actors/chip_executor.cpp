@@ -407,6 +407,22 @@ std::span<std::byte> chip_executor::receive_window(uint32_t t,
                        tr.bytes);
 }
 
+bool chip_executor::ready(uint32_t id, uint64_t step) const {
+  const auto& o = prog_.ops[id];
+  for (size_t i = 0; i < o.inputs.size(); ++i) {
+    const auto& in = o.inputs[i];
+    if (in.carried)
+      continue;
+    auto it = written_.find(input_offset(o, i, step));
+    bool by_transfer = in.transfer != no_id;
+    if (it == written_.end() || it->second.step != step ||
+        it->second.transfer != by_transfer ||
+        it->second.writer != (by_transfer ? in.transfer : in.producer))
+      return false;
+  }
+  return true;
+}
+
 caf::error chip_executor::check_inputs(const op& o, uint64_t step) const {
   for (size_t i = 0; i < o.inputs.size(); ++i) {
     const auto& in = o.inputs[i];

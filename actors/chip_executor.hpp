@@ -78,6 +78,7 @@ public:
        const model::rope_table& rope, token_loop* loop = nullptr);
 
   uint32_t node() const noexcept { return node_; }
+  const planner::cluster_config& config() const noexcept { return config_; }
   const planner::step_program& program() const noexcept { return prog_; }
   /// This node's ops (ids into program().ops), in slot order.
   const std::vector<uint32_t>& ops() const noexcept { return ops_; }
@@ -85,6 +86,11 @@ public:
   /// Records that transfer `t` of `step` arrived in its receive window (the
   /// bytes are there now). REQUIRES: t goes to this node.
   void note_arrival(uint32_t t, uint64_t step);
+
+  /// Whether every input of op `id` (but the carried one) has been
+  /// written for `step`: run() would not fail for a missing input. Cheap:
+  /// the chip actors ask it on every arrival.
+  bool ready(uint32_t id, uint64_t step) const;
 
   /// Runs op `id` of `step`. Errors: missing_input (an input not written by
   /// its producer in this step), compute_failed (the model refused the

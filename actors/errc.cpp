@@ -14,6 +14,16 @@ const char* to_string(errc code) {
     return "too_large";
   case errc::bad_request:
     return "bad_request";
+  case errc::disconnected:
+    return "disconnected";
+  case errc::bad_message:
+    return "bad_message";
+  case errc::refused:
+    return "refused";
+  case errc::cluster_failed:
+    return "cluster_failed";
+  case errc::timed_out:
+    return "timed_out";
   }
   return "unknown";
 }
@@ -22,7 +32,11 @@ error_kind kind_of(errc code) {
   switch (code) {
   case errc::too_large:
   case errc::bad_request:
+  case errc::refused:
     return error_kind::invalid_input;
+  case errc::disconnected:
+  case errc::timed_out:
+    return error_kind::disconnected;
   default:
     return error_kind::failed;
   }

@@ -18,6 +18,11 @@ enum class errc : uint8_t {
   compute_failed,   // the model math refused its inputs (row table, shards)
   too_large,        // the simulation needs more memory than this machine has
   bad_request,      // a generation request the plan cannot serve
+  disconnected,     // a control connection is gone (peer, address)
+  bad_message,      // a corrupt, oversized or unexpected control message
+  refused,          // the cluster refused: wrong token, config or version
+  cluster_failed,   // a host's setup or run failed (names the host)
+  timed_out,        // no answer within the stated time (names what)
 };
 
 const char* to_string(errc code);

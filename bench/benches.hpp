@@ -18,5 +18,8 @@ int run_transport(int argc, char** argv);
 #ifdef LOCKSTEP_BENCH_SIMULATE
 int run_simulate(int argc, char** argv);
 #endif
+#ifdef LOCKSTEP_BENCH_CLUSTER
+int run_cluster(int argc, char** argv);
+#endif
 
 } // namespace lockstep::bench

@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
 #ifdef LOCKSTEP_BENCH_SIMULATE
       {"simulate", &run_simulate},
 #endif
+#ifdef LOCKSTEP_BENCH_CLUSTER
+      {"cluster", &run_cluster},
+#endif
   };
   if (argc >= 2)
     for (const auto& s : suites)

@@ -1,7 +1,9 @@
 // lockstep-bench transport: the slotted transport against raw libfabric on
 // the same endpoints, same provider and same sizes, measured in one run in
 // real forked processes; a 64-link fan-out/fan-in pattern across 8
-// processes; paced-mode lateness of slot completions.
+// processes; paced-mode lateness of slot completions; the CPU 8 idle hosts
+// use while blocked in wait(); and what a relay's copy would cost against
+// the link (host_transport::post_forward avoids it).
 //
 // Baseline ("raw"): fi_writedata of the same bytes between the same
 // registered arenas on the same endpoint and CQ, no slot logic (no table
@@ -14,17 +16,20 @@
 #include "bench/stats.hpp"
 
 #include "transport/detail/cq_data.hpp"
+#include "transport/detail/fabric.hpp"
 #include "transport/slotted_transport.hpp"
 #include "transport/table_builder.hpp"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
@@ -430,6 +435,58 @@ json paced(uint32_t host, uint64_t slot_us, uint64_t steps,
   return out;
 }
 
+// --- idle cost
+// ------------------------------------------------------------------
+
+// One of 8 hosts of a 64-chip pattern, blocked in wait() for `seconds`
+// with nothing to do: its own CPU time (all threads) over that window.
+json idle(uint32_t host, const transport_settings& settings, double seconds,
+          const std::filesystem::path& dir) {
+  auto t = open_transport(host, ring_pattern(8, 8, 4, 1, 4096), settings, dir);
+  auto cpu_s = [] {
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+           static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec) * 1e-6;
+  };
+  auto& ht = t->transport();
+  double c0 = cpu_s(), t0 = now_s();
+  std::vector<transport_event> events;
+  while (now_s() - t0 < seconds) {
+    events.clear();
+    check(ht.wait(events, std::chrono::nanoseconds(static_cast<int64_t>(
+                              (seconds - (now_s() - t0)) * 1e9))),
+          "wait");
+  }
+  json out{{"cpu_s", cpu_s() - c0},
+           {"wall_s", now_s() - t0},
+           {"sleeps", ht.counters().idle_sleeps}};
+  check(t->close(), "close");
+  return out;
+}
+
+// memcpy of `bytes` between two page-aligned buffers (what a relay's
+// forward op costs when it copies a received payload into a send window),
+// GB/s, best of a few repetitions of ~50 ms each.
+double copy_gbs(uint64_t bytes) {
+  auto a = check(detail::mapped_buffer::allocate(bytes), "alloc");
+  auto b = check(detail::mapped_buffer::allocate(bytes), "alloc");
+  std::memset(a.data(), 1, bytes);
+  std::memset(b.data(), 2, bytes);
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    uint64_t n = 0;
+    double t0 = now_s();
+    while (now_s() - t0 < 0.05) {
+      std::memcpy(b.data(), a.data(), bytes);
+      ++n;
+    }
+    best =
+        std::max(best, static_cast<double>(n * bytes) / (now_s() - t0) / 1e9);
+  }
+  return best;
+}
+
 std::string size_label(uint64_t bytes) {
   return bytes >= (1u << 20) ? std::to_string(bytes >> 20) + "m"
                              : std::to_string(bytes >> 10) + "k";
@@ -539,6 +596,59 @@ int run_transport(int argc, char** argv) {
                   "per step, %.2f GB/s aggregate\n",
                   worst / static_cast<double>(steps) * 1e6,
                   total / worst / 1e9);
+  }
+
+  // Idle: 8 hosts blocked in wait(), CPU summed over the processes.
+  {
+    json runs = json::object();
+    double seconds = quick ? 1.0 : 3.0;
+    for (auto p : {prov{"shm", "shm"}, prov{"tcp", "tcp;ofi_rxm"}}) {
+      transport_settings settings;
+      settings.provider = p.name;
+      auto res = run_procs(8, [&](uint32_t h, const std::filesystem::path& d) {
+        return idle(h, settings, seconds, d / "idle");
+      });
+      double cpu = 0, wall = 0;
+      uint64_t sleeps = 0;
+      for (const auto& r : res) {
+        if (r.is_null()) {
+          std::fprintf(stderr, "idle %s: a process failed\n", p.name);
+          return 1;
+        }
+        cpu += r["cpu_s"].get<double>();
+        wall = std::max(wall, r["wall_s"].get<double>());
+        sleeps += r["sleeps"].get<uint64_t>();
+      }
+      runs[p.key] = {{"hosts", 8},
+                     {"core_percent", 100 * cpu / wall},
+                     {"cpu_ms", cpu * 1e3},
+                     {"wall_s", wall},
+                     {"sleeps", sleeps}};
+      if (text)
+        std::printf("idle, 8 hosts blocked in wait() for %.1f s (%s): %.2f%% "
+                    "of one core in sum, %llu sleeps\n",
+                    wall, p.name, 100 * cpu / wall,
+                    static_cast<unsigned long long>(sleeps));
+    }
+    out["idle"] = runs;
+  }
+
+  // Relays: the copy a forward op would make, against the link's rate.
+  {
+    json rows = json::array();
+    for (auto bytes : sizes) {
+      double gbs = copy_gbs(bytes);
+      json row{{"bytes", bytes}, {"copy_gbs", gbs}};
+      for (const auto& r : out["shm"]["sizes"])
+        if (r["bytes"] == bytes)
+          row["shm_link_gbs"] = r["slotted_gbs"];
+      rows.push_back(row);
+      if (text)
+        std::printf("relay copy %6s: memcpy %.1f GB/s (shm link %.1f GB/s)\n",
+                    size_label(bytes).c_str(), gbs,
+                    row.value("shm_link_gbs", 0.0));
+    }
+    out["forward_copy"] = rows;
   }
 
   // Paced mode: lateness of completions against their slot deadlines.

@@ -76,6 +76,61 @@ void put_u32(T list, const std::vector<uint32_t>& v) {
     list.set(k, v[k]);
 }
 
+// The transport's SlotTable of one program: per directed link, its
+// transfers in slot order; the arenas of `arena_nodes`.
+void put_slot_table(const cluster_config& config, const plan& p,
+                    const step_program& prog,
+                    const std::vector<uint32_t>& arena_nodes,
+                    transport::schema::SlotTable::Builder table) {
+  table.setFormatVersion(transport::schema::SLOT_TABLE_FORMAT_VERSION);
+  table.setSlotsPerStep(prog.slots_per_step);
+  table.setSlotNs(p.slot_ns);
+  auto arenas = table.initArenas(arena_nodes.size());
+  for (size_t i = 0; i < arena_nodes.size(); ++i) {
+    set_chip(arenas[i].initChip(), config.ref(arena_nodes[i]));
+    arenas[i].setRecvBytes(prog.arenas[arena_nodes[i]].recv_bytes);
+    arenas[i].setSendBytes(prog.arenas[arena_nodes[i]].send_bytes);
+  }
+  std::map<uint32_t, std::vector<const transfer*>> by_link;
+  for (const auto& t : prog.transfers)
+    by_link[t.link].push_back(&t);
+  auto links = table.initLinks(by_link.size());
+  size_t li = 0;
+  for (auto& [link, list] : by_link) {
+    std::sort(list.begin(), list.end(),
+              [](auto* a, auto* b) { return a->start_slot < b->start_slot; });
+    auto lb = links[li++];
+    set_chip(lb.initSrc(), config.ref(list.front()->src));
+    set_chip(lb.initDst(), config.ref(list.front()->dst));
+    auto trs = lb.initTransfers(list.size());
+    for (size_t k = 0; k < list.size(); ++k) {
+      const auto& t = *list[k];
+      auto b = trs[k];
+      b.setId(t.id);
+      b.setStartSlot(t.start_slot);
+      b.setDurationSlots(t.duration_slots);
+      b.setBytes(t.bytes);
+      b.setSrcOffset(t.src_offset);
+      auto d = b.initDstOffsets(t.dst_offsets.size());
+      for (size_t m = 0; m < t.dst_offsets.size(); ++m)
+        d.set(m, t.dst_offsets[m]);
+    }
+  }
+}
+
+// Every host's endpoint is listed, used or not: the transport numbers
+// a table's hosts 0..H-1 without gaps, and a host whose chips are all
+// idle (spare nodes) still runs a process.
+std::vector<uint32_t> arena_nodes_of(const cluster_config& config,
+                                     const step_program& prog) {
+  std::vector<uint32_t> out;
+  for (uint32_t n = 0; n < prog.arenas.size(); ++n)
+    if (prog.arenas[n].recv_bytes + prog.arenas[n].send_bytes > 0 ||
+        config.is_host_node(n))
+      out.push_back(n);
+  return out;
+}
+
 void put_program(const cluster_config& config, const plan& p,
                  const step_program& prog, schema::Program::Builder root) {
   root.setKind(static_cast<uint8_t>(prog.kind));
@@ -133,14 +188,7 @@ void put_program(const cluster_config& config, const plan& p,
   }
   // Nodes that send or receive: the slot table's arenas and the plan's SRAM
   // bases of them.
-  // Every host's endpoint is listed, used or not: the transport numbers
-  // a table's hosts 0..H-1 without gaps, and a host whose chips are all
-  // idle (spare nodes) still runs a process.
-  std::vector<uint32_t> arena_nodes;
-  for (uint32_t n = 0; n < prog.arenas.size(); ++n)
-    if (prog.arenas[n].recv_bytes + prog.arenas[n].send_bytes > 0 ||
-        config.is_host_node(n))
-      arena_nodes.push_back(n);
+  auto arena_nodes = arena_nodes_of(config, prog);
   auto bases = root.initArenas(arena_nodes.size());
   for (size_t i = 0; i < arena_nodes.size(); ++i) {
     const auto& a = prog.arenas[arena_nodes[i]];
@@ -151,42 +199,7 @@ void put_program(const cluster_config& config, const plan& p,
     bases[i].setRecvBytes(a.recv_bytes);
     bases[i].setEnd(a.end);
   }
-  // The slot table: per directed link, its transfers in slot order.
-  auto table = root.initSlotTable();
-  table.setFormatVersion(transport::schema::SLOT_TABLE_FORMAT_VERSION);
-  table.setSlotsPerStep(prog.slots_per_step);
-  table.setSlotNs(p.slot_ns);
-  auto arenas = table.initArenas(arena_nodes.size());
-  for (size_t i = 0; i < arena_nodes.size(); ++i) {
-    set_chip(arenas[i].initChip(), config.ref(arena_nodes[i]));
-    arenas[i].setRecvBytes(prog.arenas[arena_nodes[i]].recv_bytes);
-    arenas[i].setSendBytes(prog.arenas[arena_nodes[i]].send_bytes);
-  }
-  std::map<uint32_t, std::vector<const transfer*>> by_link;
-  for (const auto& t : prog.transfers)
-    by_link[t.link].push_back(&t);
-  auto links = table.initLinks(by_link.size());
-  size_t li = 0;
-  for (auto& [link, list] : by_link) {
-    std::sort(list.begin(), list.end(),
-              [](auto* a, auto* b) { return a->start_slot < b->start_slot; });
-    auto lb = links[li++];
-    set_chip(lb.initSrc(), config.ref(list.front()->src));
-    set_chip(lb.initDst(), config.ref(list.front()->dst));
-    auto trs = lb.initTransfers(list.size());
-    for (size_t k = 0; k < list.size(); ++k) {
-      const auto& t = *list[k];
-      auto b = trs[k];
-      b.setId(t.id);
-      b.setStartSlot(t.start_slot);
-      b.setDurationSlots(t.duration_slots);
-      b.setBytes(t.bytes);
-      b.setSrcOffset(t.src_offset);
-      auto d = b.initDstOffsets(t.dst_offsets.size());
-      for (size_t m = 0; m < t.dst_offsets.size(); ++m)
-        d.set(m, t.dst_offsets[m]);
-    }
-  }
+  put_slot_table(config, p, prog, arena_nodes, root.initSlotTable());
 }
 
 } // namespace
@@ -276,6 +289,18 @@ std::string encode_plan(const cluster_config& config, const plan& p) {
   auto words = ::capnp::messageToFlatArray(msg);
   auto bytes = words.asBytes();
   return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+}
+
+std::vector<std::byte> slot_table_of(const cluster_config& config,
+                                     const plan& p, program_kind kind) {
+  const auto& prog = p.program(kind);
+  ::capnp::MallocMessageBuilder msg;
+  put_slot_table(config, p, prog, arena_nodes_of(config, prog),
+                 msg.initRoot<transport::schema::SlotTable>());
+  auto words = ::capnp::messageToFlatArray(msg);
+  auto bytes = words.asBytes();
+  auto* b = reinterpret_cast<const std::byte*>(bytes.begin());
+  return {b, b + bytes.size()};
 }
 
 namespace {

@@ -11,7 +11,9 @@
 
 #include <caf/expected.hpp>
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace lockstep::planner {
 
@@ -19,6 +21,11 @@ std::string plan_hash(const cluster_config& config, const plan& p);
 
 /// The plan as a flat Cap'n Proto message (bytes).
 std::string encode_plan(const cluster_config& config, const plan& p);
+
+/// One program's SlotTable as a message of its own (what a host's
+/// transport loads): the same table encode_plan embeds.
+std::vector<std::byte> slot_table_of(const cluster_config& config,
+                                     const plan& p, program_kind kind);
 
 /// The inverse of encode_plan, for the same cluster config. Errors:
 /// invalid_plan (corrupt, other format version, chips not in `config`).

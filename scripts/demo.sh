@@ -7,7 +7,10 @@
 #   4. show that the output is reproducible bit for bit,
 #   5. compile plans for a local cluster and for a Groq-scale one,
 #   6. run the local plan with every chip in this process (--simulate) and
-#      show that its tokens and logits are the reference's, bit for bit.
+#      show that its tokens and logits are the reference's, bit for bit,
+#   7. start the cluster as processes (`lockstep up`: local-64 is 8 hosts x
+#      8 chips), run concurrent generations on it (the first must equal the
+#      reference bit for bit), show `lockstep status`, and `lockstep down`.
 set -euo pipefail
 build=${1:-build}
 bin="$build/bin/lockstep"
@@ -57,3 +60,36 @@ sim=$("$bin" generate --simulate "$config" --db "$db" --model "$model" \
   --prompt-tokens 1,2,3 --max-tokens 32 -o json)
 echo "$sim"
 same_logits "every chip of the plan vs the reference" "$sim"
+
+cluster_config=cluster_configs/local-${model#tiny-}.yaml
+# The demo's cluster has its own context file: it never touches a cluster
+# the user started, and `down` runs however the script ends.
+export LOCKSTEP_CONTEXT="$build/demo-cluster/context.json"
+mkdir -p "$build/demo-cluster"
+"$bin" down >/dev/null 2>&1 || true
+trap '"$bin" down >/dev/null 2>&1 || true' EXIT
+echo "== lockstep up $cluster_config --model $model --batch 4 --context 256"
+"$bin" up "$cluster_config" --model "$model" --batch 4 --context 256 \
+  --db-root "$build/demo-cluster"
+
+echo "== 4 concurrent lockstep generate calls on the cluster"
+prompts=(1,2,3 4,5,6,7 8,9 10,11,12,13,14)
+pids=()
+for i in "${!prompts[@]}"; do
+  "$bin" generate --prompt-tokens "${prompts[$i]}" --max-tokens 32 -o json \
+    >"$build/demo-cluster/gen-$i.json" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for i in "${!prompts[@]}"; do
+  sed -n 's/.*"tokens_per_s": *\([0-9.]*\).*"ttft_ms": *\([0-9.]*\).*/\1 \2/p' \
+    "$build/demo-cluster/gen-$i.json" |
+    awk -v p="${prompts[$i]}" '{ printf "prompt %-16s %7.1f tokens/s, TTFT %6.1f ms\n", p, $1, $2 }'
+done
+same_logits "the cluster (8 processes) vs the reference" \
+  "$(cat "$build/demo-cluster/gen-0.json")"
+
+echo "== lockstep status"
+"$bin" status
+echo "== lockstep down"
+"$bin" down

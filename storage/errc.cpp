@@ -20,6 +20,8 @@ const char* to_string(errc code) {
     return "io_error";
   case errc::invalid_argument:
     return "invalid_argument";
+  case errc::not_held:
+    return "not_held";
   }
   return "unknown";
 }
@@ -29,6 +31,9 @@ error_kind kind_of(errc code) {
   case errc::not_found:        // wrong --db: fix the request
   case errc::mismatch:         // another model/seed than asked: fix the request
   case errc::invalid_argument: // bad key, shard or option
+  case errc::not_held: // another host's shard (or a re-plan this store has
+                       // not been grown for): read it elsewhere, or grow
+                       // the store with init_weight_shards
     return error_kind::invalid_input;
   case errc::in_use: // another process holds the store: retry when it exits
     return error_kind::overloaded;

@@ -20,6 +20,7 @@ enum class errc : uint8_t {
   mismatch,         // the store holds another model/seed/dtype than asked
   io_error,         // RocksDB or the file system failed
   invalid_argument, // bad key, shard or option
+  not_held,         // a partial store holds no tile of a range asked for
 };
 
 const char* to_string(errc code);

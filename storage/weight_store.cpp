@@ -2,7 +2,10 @@
 
 #include "storage/detail/manifest.hpp"
 #include "storage/detail/meta_keys.hpp"
+#include "storage/detail/shard_cover.hpp"
 #include "storage/detail/tile_codec.hpp"
+
+#include <set>
 
 namespace lockstep::storage {
 
@@ -40,6 +43,14 @@ caf::expected<std::optional<weights_manifest>> read_manifest(const store& s) {
   return std::optional<weights_manifest>{std::move(*m)};
 }
 
+weight_store::weight_store(const store* s, weights_manifest m)
+    : store_(s)
+    , manifest_(std::move(m)) {
+  if (manifest_.partial)
+    held_ = std::make_shared<const detail::held_tiles>(manifest_.tile,
+                                                       manifest_.shards);
+}
+
 caf::expected<weight_store> weight_store::open(const store& s) {
   auto m = read_manifest(s);
   if (!m)
@@ -49,20 +60,31 @@ caf::expected<weight_store> weight_store::open(const store& s) {
                            "store " + s.dir().string() +
                                " holds no weights (run `lockstep weights "
                                "init`)");
-  if ((*m)->state != init_state::complete) {
+  const auto& man = **m;
+  if (man.state != init_state::complete) {
+    // Partial: the markers of shards the manifest lists (a stray one would
+    // overstate the progress; verify reports it).
+    std::set<std::string> listed;
+    for (const auto& [id, range] : man.shards)
+      listed.insert(detail::shard_done_key(id, range));
     size_t done = 0;
-    if (auto err = s.scan(column::meta, detail::done_prefix,
-                          [&](std::string_view, std::string_view) {
-                            ++done;
-                            return true;
-                          }))
+    if (auto err = s.scan(
+            column::meta,
+            man.partial ? detail::shard_done_prefix : detail::done_prefix,
+            [&](std::string_view key, std::string_view) {
+              done += !man.partial || listed.count(std::string{key}) > 0;
+              return true;
+            }))
       return err;
     return caf::make_error(
         errc::incomplete,
-        "store " + s.dir().string() + ": weights init of " + (*m)->spec.name +
-            " is incomplete (" + std::to_string(done) + " of " +
-            std::to_string(model::all_tensors((*m)->spec).size()) +
-            " tensors done); run weights init again to resume");
+        "store " + s.dir().string() + ": weights init of " + man.spec.name +
+            (man.partial ? " (partial)" : "") + " is incomplete (" +
+            std::to_string(done) + " of " +
+            std::to_string(man.partial ? man.shards.size()
+                                       : model::all_tensors(man.spec).size()) +
+            (man.partial ? " shards" : " tensors") +
+            " done); run weights init again to resume");
   }
   return weight_store{&s, std::move(**m)};
 }
@@ -109,6 +131,13 @@ caf::error check_tensor(const model::model_spec& spec, tensor_id id) {
 
 } // namespace
 
+bool weight_store::holds(tensor_id id, const model::shard_range& range) const {
+  if (check_tensor(spec(), id) ||
+      model::check_shard(model::shape_of(spec(), id.kind), range))
+    return false;
+  return !held_ || held_->holds(id, range);
+}
+
 caf::expected<model::tensor>
 weight_store::read(tensor_id id, const model::shard_range& range) const {
   const auto& s = spec();
@@ -117,6 +146,26 @@ weight_store::read(tensor_id id, const model::shard_range& range) const {
   auto shape = model::shape_of(s, id.kind);
   if (auto err = model::check_shard(shape, range))
     return err;
+  if (held_ && !held_->holds(id, range)) {
+    // Name what is here, so "wrong host" and "store not grown after a
+    // re-plan" are told apart at a glance.
+    std::string have;
+    size_t n = 0;
+    for (const auto& [sid, r] : manifest_.shards) {
+      if (sid != id)
+        continue;
+      if (n < 4)
+        have += (n ? ", " : "") + detail::shard_name(sid, r);
+      ++n;
+    }
+    if (n > 4)
+      have += " and " + std::to_string(n - 4) + " more";
+    return caf::make_error(
+        errc::not_held,
+        "store " + store_->dir().string() + " is partial and does not hold " +
+            detail::shard_name(id, range) + " (it holds " +
+            (n ? have : "no shard of " + model::to_string(id)) + ")");
+  }
   auto type = model::dtype_of(s, id.kind);
   auto tile = manifest_.tile;
   model::tensor out{shape, type, range};
@@ -178,7 +227,21 @@ std::vector<tensor_info> weight_store::list() const {
     info.bytes = model::tensor_bytes(s, id.kind);
     info.row_tiles = row_tiles(info.shape, manifest_.tile);
     info.col_tiles = col_tiles(info.shape, manifest_.tile);
-    out.push_back(info);
+    if (!held_) {
+      info.held_tiles = info.tiles();
+      info.held_bytes = info.bytes;
+      info.shards = {model::whole(info.shape)};
+    } else {
+      detail::payload_counter counter{info.shape, info.type, manifest_.tile};
+      held_->for_each(id, [&](uint32_t rt, uint32_t ct) {
+        ++info.held_tiles;
+        info.held_bytes += counter.add(rt, ct);
+      });
+      for (const auto& [sid, r] : manifest_.shards)
+        if (sid == id)
+          info.shards.push_back(r);
+    }
+    out.push_back(std::move(info));
   }
   return out;
 }

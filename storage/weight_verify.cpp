@@ -7,6 +7,7 @@
 
 #include "storage/detail/manifest.hpp"
 #include "storage/detail/meta_keys.hpp"
+#include "storage/detail/shard_cover.hpp"
 #include "storage/detail/tile_codec.hpp"
 
 #include <charconv>
@@ -29,6 +30,10 @@ std::string hex(std::string_view bytes) {
   return out;
 }
 
+// What the store should have of a tile. Held tiles of an unfinished init
+// are checked when present but may be missing.
+enum tile_expect : uint8_t { not_held, held, required };
+
 // What verify knows about one tensor of the model while scanning.
 struct tensor_state {
   tensor_id id;
@@ -36,17 +41,20 @@ struct tensor_state {
   model::dtype type;
   uint32_t n_rt = 0;
   uint32_t n_ct = 0;
-  bool done = false;
-  std::vector<bool> seen; // n_rt * n_ct
+  std::vector<uint8_t> expect; // tile_expect, n_rt * n_ct, row-major
+  std::vector<bool> seen;      // n_rt * n_ct
+
+  void mark(detail::tile_rect r, tile_expect e) {
+    for (uint32_t rt = r.rt_begin; rt < r.rt_end; ++rt)
+      for (uint32_t ct = r.ct_begin; ct < r.ct_end; ++ct)
+        expect[size_t{rt} * n_ct + ct] =
+            std::max<uint8_t>(expect[size_t{rt} * n_ct + ct], e);
+  }
   // int8: the scales of the current row tile's first column tile seen, which
   // every other column tile of that row tile must repeat.
   uint32_t scales_row_tile = UINT32_MAX;
   std::string scales;
 };
-
-uint64_t id_key(tensor_id id) {
-  return (uint64_t{id.layer} << 8) | static_cast<uint64_t>(id.kind);
-}
 
 } // namespace
 
@@ -61,7 +69,9 @@ caf::expected<verify_report> verify_weights(const store& s,
                                " holds no weights (run `lockstep weights "
                                "init`)");
   const auto& m = **manifest;
+  bool complete = m.state == init_state::complete;
   verify_report report;
+  report.partial = m.partial;
   auto problem = [&](std::string tensor, const std::string& what) {
     report.problems.push_back({std::move(tensor), false, 0, 0, what});
   };
@@ -79,45 +89,99 @@ caf::expected<verify_report> verify_weights(const store& s,
     t.type = model::dtype_of(m.spec, id.kind);
     t.n_rt = row_tiles(t.shape, m.tile);
     t.n_ct = col_tiles(t.shape, m.tile);
-    t.done = m.state == init_state::complete;
+    // A full store holds every tile; a partial one what its shards cover.
+    t.expect.assign(size_t{t.n_rt} * t.n_ct, m.partial  ? not_held
+                                             : complete ? required
+                                                        : held);
     t.seen.assign(size_t{t.n_rt} * t.n_ct, false);
-    tensors.emplace(id_key(id), std::move(t));
-    order.push_back(id_key(id));
+    tensors.emplace(detail::tensor_key(id), std::move(t));
+    order.push_back(detail::tensor_key(id));
   }
 
-  // Done markers: which tensors an in-progress init finished, and how many
-  // tiles each was written with.
+  auto is_count = [](std::string_view value, uint64_t want) {
+    uint64_t count = 0;
+    auto [ptr, ec] =
+        std::from_chars(value.data(), value.data() + value.size(), count);
+    return ec == std::errc{} && ptr == value.data() + value.size() &&
+           count == want;
+  };
+
+  // Done markers of a full store: which tensors an in-progress init
+  // finished, and how many tiles each was written with.
   size_t done_count = 0;
-  auto err =
-      s.scan(column::meta, detail::done_prefix,
-             [&](std::string_view key, std::string_view value) {
-               auto name = std::string{key.substr(detail::done_prefix.size())};
-               auto id = model::parse_tensor_id(name);
-               auto it = id ? tensors.find(id_key(*id)) : tensors.end();
-               if (it == tensors.end()) {
-                 problem(name, "done marker of a tensor model " + m.spec.name +
-                                   " does not have");
-                 return true;
-               }
-               uint64_t count = 0;
-               auto [ptr, ec] = std::from_chars(
-                   value.data(), value.data() + value.size(), count);
-               if (ec != std::errc{} || ptr != value.data() + value.size() ||
-                   count != it->second.seen.size())
-                 problem(name, "done marker says '" + std::string{value} +
-                                   "' tiles; the tensor has " +
-                                   std::to_string(it->second.seen.size()));
-               it->second.done = true;
-               ++done_count;
-               return true;
-             });
+  auto err = s.scan(
+      column::meta, detail::done_prefix,
+      [&](std::string_view key, std::string_view value) {
+        auto name = std::string{key.substr(detail::done_prefix.size())};
+        if (m.partial) {
+          problem(name, "done marker of a whole tensor in a partial store");
+          return true;
+        }
+        auto id = model::parse_tensor_id(name);
+        auto it = id ? tensors.find(detail::tensor_key(*id)) : tensors.end();
+        if (it == tensors.end()) {
+          problem(name, "done marker of a tensor model " + m.spec.name +
+                            " does not have");
+          return true;
+        }
+        auto& t = it->second;
+        if (!is_count(value, t.seen.size()))
+          problem(name, "done marker says '" + std::string{value} +
+                            "' tiles; the tensor has " +
+                            std::to_string(t.seen.size()));
+        t.mark({0, t.n_rt, 0, t.n_ct}, required);
+        ++done_count;
+        return true;
+      });
   if (err)
     return err;
-  if (m.state != init_state::complete)
+
+  // A partial store: the tiles its shards cover are held; those of done
+  // shards (all, once complete) must be there.
+  std::map<std::string, size_t> listed; // marker key -> shard
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    const auto& [id, range] = m.shards[i];
+    tensors.at(detail::tensor_key(id))
+        .mark(detail::cover(range, m.tile), complete ? required : held);
+    listed.emplace(detail::shard_done_key(id, range), i);
+  }
+  size_t done_shards = 0;
+  err = s.scan(
+      column::meta, detail::shard_done_prefix,
+      [&](std::string_view key, std::string_view value) {
+        auto name = std::string{key.substr(detail::shard_done_prefix.size())};
+        auto it = listed.find(std::string{key});
+        if (!m.partial || it == listed.end()) {
+          problem(name,
+                  m.partial
+                      ? "done marker of a shard the manifest does not list"
+                      : "done marker of a shard in a store of whole "
+                        "tensors");
+          return true;
+        }
+        const auto& [id, range] = m.shards[it->second];
+        auto rect = detail::cover(range, m.tile);
+        if (!is_count(value, rect.tiles()))
+          problem(model::to_string(id), "done marker of " +
+                                            detail::shard_name(id, range) +
+                                            " says '" + std::string{value} +
+                                            "' tiles; the shard covers " +
+                                            std::to_string(rect.tiles()));
+        tensors.at(detail::tensor_key(id)).mark(rect, required);
+        ++done_shards;
+        return true;
+      });
+  if (err)
+    return err;
+  report.shards_checked = complete ? m.shards.size() : done_shards;
+  if (!complete)
     problem(m.spec.name,
-            "weights init is incomplete (" + std::to_string(done_count) +
-                " of " + std::to_string(tensors.size()) +
-                " tensors done); run weights init again to resume");
+            "weights init is incomplete (" +
+                (m.partial ? std::to_string(done_shards) + " of " +
+                                 std::to_string(m.shards.size()) + " shards"
+                           : std::to_string(done_count) + " of " +
+                                 std::to_string(tensors.size()) + " tensors") +
+                " done); run weights init again to resume");
 
   model::weight_generator gen{m.spec, m.seed};
   std::string expected;
@@ -130,7 +194,7 @@ caf::expected<verify_report> verify_weights(const store& s,
           problem(hex(key), "undecodable key: " + detail_of(k.error()));
           return true;
         }
-        auto it = tensors.find(id_key(k->tensor));
+        auto it = tensors.find(detail::tensor_key(k->tensor));
         if (it == tensors.end()) {
           tile_problem(k->tensor, k->row_tile, k->col_tile,
                        "tile of a tensor model " + m.spec.name +
@@ -144,7 +208,13 @@ caf::expected<verify_report> verify_weights(const store& s,
                            "x" + std::to_string(t.n_ct) + " tiles");
           return true;
         }
-        t.seen[size_t{k->row_tile} * t.n_ct + k->col_tile] = true;
+        auto at = size_t{k->row_tile} * t.n_ct + k->col_tile;
+        if (t.expect[at] == not_held) {
+          tile_problem(t.id, k->row_tile, k->col_tile,
+                       "tile outside the shards this partial store holds");
+          return true;
+        }
+        t.seen[at] = true;
         auto bad = [&](const std::string& what) {
           tile_problem(t.id, k->row_tile, k->col_tile, what);
           return true;
@@ -193,21 +263,30 @@ caf::expected<verify_report> verify_weights(const store& s,
 
   for (auto key : order) {
     auto& t = tensors.at(key);
-    if (!t.done)
+    size_t want = 0;
+    size_t missing = 0;
+    for (size_t i = 0; i < t.seen.size(); ++i)
+      if (t.expect[i] == required) {
+        ++want;
+        missing += !t.seen[i];
+      }
+    if (want == 0)
       continue;
     ++report.tensors_checked;
-    size_t missing = std::count(t.seen.begin(), t.seen.end(), false);
     if (missing == 0)
       continue;
-    if (missing == t.seen.size()) {
+    if (missing == want) {
       problem(model::to_string(t.id),
-              "missing (all " + std::to_string(missing) + " tiles)");
+              "missing (all " + std::to_string(missing) +
+                  (want == t.seen.size() ? " tiles)" : " held tiles)"));
       continue;
     }
     for (uint32_t rt = 0; rt < t.n_rt; ++rt)
-      for (uint32_t ct = 0; ct < t.n_ct; ++ct)
-        if (!t.seen[size_t{rt} * t.n_ct + ct])
+      for (uint32_t ct = 0; ct < t.n_ct; ++ct) {
+        auto at = size_t{rt} * t.n_ct + ct;
+        if (t.expect[at] == required && !t.seen[at])
           tile_problem(t.id, rt, ct, "missing");
+      }
   }
   return report;
 }

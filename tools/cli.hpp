@@ -44,5 +44,8 @@ void add_generate_command(CLI::App& app, command_context& ctx);
 #ifdef LOCKSTEP_HAVE_PLAN_COMMAND
 void add_plan_command(CLI::App& app, command_context& ctx);
 #endif
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+void add_cluster_commands(CLI::App& app, command_context& ctx);
+#endif
 
 } // namespace lockstep::tools

@@ -7,6 +7,10 @@
 #include "tools/cli.hpp"
 
 #include "actors/simulation.hpp"
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+#include "actors/client.hpp"
+#include "tools/cluster_context.hpp"
+#endif
 #include "model/generation.hpp"
 #include "planner/planner.hpp"
 #include "storage/store.hpp"
@@ -33,6 +37,7 @@ struct generate_options {
   uint32_t batch = 0;   // simulate: plan batch (0: one slot per prompt)
   uint32_t context = 0; // simulate: plan context (0: the model's)
   std::vector<std::string> fail_chips;
+  std::string cluster; // the head's address (default: the context file)
   uint32_t max_tokens = 16;
   uint64_t seed = 0;
   float temperature = 0.0f;
@@ -144,24 +149,107 @@ run_simulated(const generate_options& o, const model::model_spec& spec,
   return r;
 }
 
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+// The running cluster serves the requests, all at once (a connection each):
+// the reference's keys plus ttft_ms.
+int run_on_cluster(const generate_options& o,
+                   const std::vector<model::generation_request>& reqs) {
+  auto address = resolve_cluster(o.cluster);
+  if (!address)
+    return fail_with(address.error());
+  std::vector<caf::expected<actors::cluster_generation>> out(
+      reqs.size(), caf::make_error(actors::errc::bad_request, "not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < reqs.size(); ++i)
+    threads.emplace_back([&, i] {
+      auto client = actors::cluster_client::connect(*address);
+      if (!client) {
+        out[i] = client.error();
+        return;
+      }
+      out[i] = client->generate(reqs[i].prompt, reqs[i].max_tokens,
+                                reqs[i].sampling);
+    });
+  for (auto& t : threads)
+    t.join();
+  for (const auto& r : out)
+    if (!r)
+      return fail_with(r.error());
+  auto one = [](const actors::cluster_generation& g) {
+    return nlohmann::json{{"tokens", g.tokens},
+                          {"logits_sha256", g.logits_sha256},
+                          {"tokens_per_s", g.tokens_per_s},
+                          {"ttft_ms", g.ttft_ms}};
+  };
+  if (o.format == "json") {
+    nlohmann::json j;
+    if (out.size() == 1) {
+      j = one(*out[0]);
+    } else {
+      j["requests"] = nlohmann::json::array();
+      for (const auto& r : out)
+        j["requests"].push_back(one(*r));
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return exit_ok;
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out.size() > 1)
+      std::printf("request        %zu\n", i);
+    std::printf("tokens        ");
+    for (auto t : out[i]->tokens)
+      std::printf(" %d", t);
+    std::printf("\nlogits_sha256  %s\nTTFT           %.1f ms\ntokens/s       "
+                "%.1f\n",
+                out[i]->logits_sha256.c_str(), out[i]->ttft_ms,
+                out[i]->tokens_per_s);
+  }
+  return exit_ok;
+}
+#endif
+
 int run_generate(const generate_options& o) {
-  if (o.reference == !o.simulate.empty())
+  if (o.reference && !o.simulate.empty())
     return fail(exit_bad_input,
-                "generate: pass exactly one of --reference (the "
-                "single-process reference engine) or --simulate CONFIG (a "
-                "plan for CONFIG with every chip in this process)");
+                "generate: --reference and --simulate exclude each other");
+  bool local = o.reference || !o.simulate.empty();
+  if (!local) {
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+    model::sampling_params sampling{o.seed, o.temperature, o.top_k, o.top_p};
+    if (auto err = model::validate(sampling))
+      return fail(exit_bad_input, render(err));
+    std::vector<model::generation_request> reqs;
+    for (size_t i = 0; i < o.prompts.size(); ++i) {
+      auto prompt = parse_tokens(o.prompts[i]);
+      if (!prompt)
+        return fail(exit_bad_input, render(prompt.error()));
+      reqs.push_back({0, std::move(*prompt), o.max_tokens, sampling, 0});
+    }
+    return run_on_cluster(o, reqs);
+#else
+    return fail(exit_bad_input,
+                "generate: pass --reference or --simulate CONFIG (this build "
+                "has no cluster client)");
+#endif
+  }
+  if (o.db.empty() || o.model.empty())
+    return fail(exit_bad_input,
+                "generate --reference/--simulate: --db and --model are "
+                "required");
   auto requested = model::find_preset(o.model);
   if (!requested)
     return fail(exit_bad_input, render(requested.error()));
   model::sampling_params sampling{o.seed, o.temperature, o.top_k, o.top_p};
   if (auto err = model::validate(sampling))
     return fail(exit_bad_input, render(err));
+  // Request id 0 for every request, as on the cluster: a request's draws
+  // depend on its own seed and settings only, whatever else runs.
   std::vector<model::generation_request> reqs;
-  for (size_t i = 0; i < o.prompts.size(); ++i) {
-    auto prompt = parse_tokens(o.prompts[i]);
+  for (const auto& text : o.prompts) {
+    auto prompt = parse_tokens(text);
     if (!prompt)
       return fail(exit_bad_input, render(prompt.error()));
-    reqs.push_back({i, std::move(*prompt), o.max_tokens, sampling, 0});
+    reqs.push_back({0, std::move(*prompt), o.max_tokens, sampling, 0});
   }
 
   auto db = storage::store::open(
@@ -251,8 +339,15 @@ void add_generate_command(CLI::App& app, command_context& ctx) {
   cmd->add_option("--simulate", opts->simulate,
                   "run a plan for this cluster config with every chip in "
                   "this process");
-  cmd->add_option("--db", opts->db, "weight store directory")->required();
-  cmd->add_option("--model", opts->model, "model preset")->required();
+  cmd->add_option("--db", opts->db,
+                  "weight store directory (--reference, --simulate)");
+  cmd->add_option("--model", opts->model,
+                  "model preset (--reference, --simulate)");
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+  cmd->add_option("--cluster", opts->cluster,
+                  "without --reference/--simulate: the head's address "
+                  "(default: the context file of `lockstep up`)");
+#endif
   cmd->add_option("--prompt-tokens", opts->prompts,
                   "comma-separated token ids; repeat for several requests")
       ->required()

@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
 #ifdef LOCKSTEP_HAVE_PLAN_COMMAND
   add_plan_command(app, ctx);
 #endif
+#ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
+  add_cluster_commands(app, ctx);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -120,12 +120,24 @@ int run_list(const std::string& db, const std::string& format) {
     return fail_with(ws.error());
   auto tensors = ws->list();
   uint64_t total = 0;
-  for (const auto& t : tensors)
+  uint64_t held = 0;
+  size_t held_tensors = 0;
+  for (const auto& t : tensors) {
     total += t.bytes;
+    held += t.held_bytes;
+    held_tensors += t.held_tiles > 0;
+  }
   const auto& spec = ws->spec();
+  auto range_json = [](const model::shard_range& r) {
+    return nlohmann::json{{"rows", {r.row_begin, r.row_end}},
+                          {"cols", {r.col_begin, r.col_end}}};
+  };
   if (format == "json") {
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& t : tensors)
+    for (const auto& t : tensors) {
+      nlohmann::json shards = nlohmann::json::array();
+      for (const auto& r : t.shards)
+        shards.push_back(range_json(r));
       list.push_back({{"name", model::to_string(t.id)},
                       {"layer", t.id.layer == model::global_layer
                                     ? nlohmann::json(nullptr)
@@ -137,7 +149,22 @@ int run_list(const std::string& db, const std::string& format) {
                       {"bytes", t.bytes},
                       {"row_tiles", t.row_tiles},
                       {"col_tiles", t.col_tiles},
-                      {"tiles", t.tiles()}});
+                      {"tiles", t.tiles()},
+                      {"held_tiles", t.held_tiles},
+                      {"held_bytes", t.held_bytes},
+                      {"shards", std::move(shards)}});
+    }
+    // The partial store's shards as its manifest lists them (null for a
+    // full store, which holds every tensor whole).
+    nlohmann::json shards = nullptr;
+    if (ws->partial()) {
+      shards = nlohmann::json::array();
+      for (const auto& [id, r] : ws->shards()) {
+        auto one = range_json(r);
+        one["tensor"] = model::to_string(id);
+        shards.push_back(std::move(one));
+      }
+    }
     nlohmann::json j = {{"db", db},
                         {"model", model::to_json(spec)},
                         {"weight_seed", ws->seed()},
@@ -145,6 +172,9 @@ int run_list(const std::string& db, const std::string& format) {
                         {"tile_cols", ws->tile().cols},
                         {"state", to_string(ws->manifest().state)},
                         {"total_bytes", total},
+                        {"partial", ws->partial()},
+                        {"held_bytes", held},
+                        {"shards", std::move(shards)},
                         {"tensors", std::move(list)}};
     std::printf("%s\n", j.dump(2).c_str());
     return exit_ok;
@@ -154,14 +184,32 @@ int run_list(const std::string& db, const std::string& format) {
               model::to_string(spec.weight_dtype),
               static_cast<unsigned long long>(ws->seed()), ws->tile().rows,
               ws->tile().cols, to_string(ws->manifest().state));
-  std::printf("%-16s %7s %7s %5s %12s %7s\n", "tensor", "rows", "cols", "dtype",
-              "bytes", "tiles");
-  for (const auto& t : tensors)
-    std::printf("%-16s %7u %7u %5s %12llu %7llu\n",
+  if (ws->partial())
+    std::printf("partial store: holds %zu shards of %zu tensors, %.1f of "
+                "%.1f MB\n",
+                ws->shards().size(), held_tensors, held / 1e6, total / 1e6);
+  std::printf("%-16s %7s %7s %5s %12s %7s%s\n", "tensor", "rows", "cols",
+              "dtype", "bytes", "tiles",
+              ws->partial() ? "    held  shards" : "");
+  for (const auto& t : tensors) {
+    std::printf("%-16s %7u %7u %5s %12llu %7llu",
                 model::to_string(t.id).c_str(), t.shape.rows, t.shape.cols,
                 model::to_string(t.type),
                 static_cast<unsigned long long>(t.bytes),
                 static_cast<unsigned long long>(t.tiles()));
+    if (ws->partial()) {
+      std::string shards;
+      for (const auto& r : t.shards)
+        shards += (shards.empty() ? "rows [" : ", rows [") +
+                  std::to_string(r.row_begin) + "," +
+                  std::to_string(r.row_end) + ") cols [" +
+                  std::to_string(r.col_begin) + "," +
+                  std::to_string(r.col_end) + ")";
+      std::printf(" %7llu  %s", static_cast<unsigned long long>(t.held_tiles),
+                  shards.empty() ? "-" : shards.c_str());
+    }
+    std::printf("\n");
+  }
   std::printf("%zu tensors, %.1f MB\n", tensors.size(), total / 1e6);
   return exit_ok;
 }
@@ -186,6 +234,8 @@ int run_verify(const std::string& db, const std::string& format, bool deep) {
                           {"problem", p.what}});
     nlohmann::json j = {{"db", db},
                         {"ok", report->ok()},
+                        {"partial", report->partial},
+                        {"shards_checked", report->shards_checked},
                         {"tensors_checked", report->tensors_checked},
                         {"tiles_checked", report->tiles_checked},
                         {"bytes_checked", report->bytes_checked},
@@ -194,8 +244,12 @@ int run_verify(const std::string& db, const std::string& format, bool deep) {
   } else {
     for (const auto& p : report->problems)
       std::printf("bad: %s\n", p.to_string().c_str());
-    std::printf("verified %zu tensors, %llu tiles (%.1f MB): %s\n",
-                report->tensors_checked,
+    std::string shards = report->partial
+                             ? " (" + std::to_string(report->shards_checked) +
+                                   " shards of a partial store)"
+                             : "";
+    std::printf("verified %zu tensors%s, %llu tiles (%.1f MB): %s\n",
+                report->tensors_checked, shards.c_str(),
                 static_cast<unsigned long long>(report->tiles_checked),
                 report->bytes_checked / 1e6,
                 report->ok()

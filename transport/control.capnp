@@ -27,4 +27,14 @@ struct HostHello {
   mailboxBase @6 :UInt64;    # small region peers write credits/clock data to
   mailboxKey @7 :UInt64;
   mailboxBytes @8 :UInt64;
+  slotMode @9 :SlotMode;     # every host must run the same slot clock
+  slotNs @10 :UInt64;        # paced slot length (transport.slot_ns)
+  doorbell @11 :Text;        # shared-memory name peers ring to wake this
+                             # host (providers without a CQ wait object);
+                             # empty when it blocks on its CQ instead
+}
+
+enum SlotMode {
+  logical @0;
+  paced @1;
 }

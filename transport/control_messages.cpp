@@ -77,6 +77,10 @@ std::vector<std::byte> encode(const host_hello& h) {
   root.setMailboxBase(h.mailbox_base);
   root.setMailboxKey(h.mailbox_key);
   root.setMailboxBytes(h.mailbox_bytes);
+  root.setSlotMode(h.mode == slot_mode::paced ? schema::SlotMode::PACED
+                                              : schema::SlotMode::LOGICAL);
+  root.setSlotNs(h.slot_ns);
+  root.setDoorbell(h.doorbell);
   return to_bytes(builder);
 }
 
@@ -111,6 +115,23 @@ caf::expected<host_hello> decode_hello(std::span<const std::byte> bytes,
     out.mailbox_base = root.getMailboxBase();
     out.mailbox_key = root.getMailboxKey();
     out.mailbox_bytes = root.getMailboxBytes();
+    switch (root.getSlotMode()) {
+    case schema::SlotMode::LOGICAL:
+      out.mode = slot_mode::logical;
+      break;
+    case schema::SlotMode::PACED:
+      out.mode = slot_mode::paced;
+      break;
+    default:
+      return bad(what, "unknown slot mode " + std::to_string(static_cast<int>(
+                                                  root.getSlotMode())));
+    }
+    out.slot_ns = root.getSlotNs();
+    auto bell = root.getDoorbell();
+    if (bell.size() > 255)
+      return bad(what, "doorbell name of " + std::to_string(bell.size()) +
+                           " bytes (max 255)");
+    out.doorbell = bell.cStr();
   } catch (const kj::Exception& e) {
     return bad(what,
                std::string{"corrupt message: "} + e.getDescription().cStr());

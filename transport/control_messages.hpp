@@ -6,6 +6,7 @@
 // errc::bad_control_message naming what was being read.
 
 #include "transport/errc.hpp"
+#include "transport/transport_settings.hpp"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -57,6 +58,9 @@ struct host_hello {
   uint64_t mailbox_base = 0;
   uint64_t mailbox_key = 0;
   uint64_t mailbox_bytes = 0;
+  slot_mode mode = slot_mode::logical; // every host runs one slot clock
+  uint64_t slot_ns = 0;                // paced slot length
+  std::string doorbell;                // detail/doorbell.hpp; may be empty
 };
 
 std::vector<std::byte> encode(const host_hello& hello);

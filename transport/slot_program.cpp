@@ -95,6 +95,14 @@ slot_program::compile(schema::SlotTable::Reader table) {
   out.slot_ns_ = table.getSlotNs();
   if (out.slots_per_step_ == 0)
     return invalid("slotsPerStep must be > 0");
+  out.period_slots_ = table.getPeriodSlots();
+  if (out.period_slots_ == 0)
+    out.period_slots_ = out.slots_per_step_;
+  if (out.period_slots_ > out.slots_per_step_)
+    return invalid("periodSlots " + std::to_string(out.period_slots_) +
+                   " exceeds slotsPerStep " +
+                   std::to_string(out.slots_per_step_) +
+                   " (steps would leave idle gaps)");
   // Arenas: unique chips, hosts numbered 0..H-1 without gaps.
   std::set<uint32_t> hosts;
   for (auto a : table.getArenas()) {

@@ -91,6 +91,9 @@ public:
   static caf::expected<slot_program> compile(schema::SlotTable::Reader table);
 
   uint32_t slots_per_step() const { return slots_per_step_; }
+  /// Steps start every period_slots() slots (== slots_per_step() unless the
+  /// table lets steps overlap); paced mode times slots with it.
+  uint32_t period_slots() const { return period_slots_; }
   uint64_t slot_ns() const { return slot_ns_; }
   uint32_t hosts() const { return hosts_; }
   /// FNV-1a of the canonical table; hosts check they run the same one.
@@ -120,6 +123,7 @@ public:
 
 private:
   uint32_t slots_per_step_ = 0;
+  uint32_t period_slots_ = 0;
   uint64_t slot_ns_ = 0;
   uint32_t hosts_ = 0;
   uint64_t digest_ = 0;

@@ -64,4 +64,9 @@ struct SlotTable {
   slotNs @2 :UInt64;           # nominal slot length the schedule assumes
   arenas @3 :List(Arena);      # one per chip that sends or receives
   links @4 :List(LinkSchedule);
+  # Steps may start every periodSlots slots (0: every slotsPerStep, steps do
+  # not overlap). Paced mode times step k's slot s at (k * period + s); with
+  # overlapping steps correctness still rests on alternating receive windows
+  # and back-pressure, as in logical mode.
+  periodSlots @5 :UInt32;
 }

@@ -15,6 +15,7 @@ std::vector<std::byte> build_slot_table(const table_spec& spec) {
   root.setFormatVersion(schema::SLOT_TABLE_FORMAT_VERSION);
   root.setSlotsPerStep(spec.slots_per_step);
   root.setSlotNs(spec.slot_ns);
+  root.setPeriodSlots(spec.period_slots);
   auto arenas = root.initArenas(static_cast<unsigned>(spec.arenas.size()));
   for (size_t i = 0; i < spec.arenas.size(); ++i) {
     arenas[i].getChip().setHost(spec.arenas[i].chip.host);

@@ -30,6 +30,7 @@ struct link_spec {
 
 struct table_spec {
   uint32_t slots_per_step = 1;
+  uint32_t period_slots = 0; // 0: slots_per_step
   uint64_t slot_ns = 0;
   std::vector<arena_plan> arenas;
   std::vector<link_spec> links;

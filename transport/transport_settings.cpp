@@ -28,6 +28,8 @@ const char* to_string(errc code) {
     return "back_pressure";
   case errc::bad_payload:
     return "bad_payload";
+  case errc::refused_arrival:
+    return "refused_arrival";
   }
   return "unknown";
 }
@@ -47,6 +49,7 @@ error_kind kind_of(errc code) {
   case errc::fabric_failure:
   case errc::slot_timeout:
   case errc::bad_payload:
+  case errc::refused_arrival:
     return error_kind::failed;
   }
   return error_kind::failed;

@@ -17,4 +17,10 @@ inline constexpr std::string_view manifest_key = "weights.manifest";
 /// ("l3.wq", "lm_head") follows.
 inline constexpr std::string_view done_prefix = "weights.done.";
 
+/// Prefix of the per-shard "done" markers of a partial init; the shard
+/// ("l3.wq[0,128)x[0,512)", detail::shard_done_key) follows. Not a
+/// continuation of done_prefix ('_' not '.'), so a scan of one never sees
+/// the other.
+inline constexpr std::string_view shard_done_prefix = "weights.shard_done.";
+
 } // namespace lockstep::storage::detail

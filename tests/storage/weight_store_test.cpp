@@ -8,10 +8,9 @@
 #include "storage/detail/meta_keys.hpp"
 #include "storage/detail/tile_codec.hpp"
 #include "tests/storage/temp_dir.hpp"
+#include "tests/storage/weight_fixture.hpp"
 
 #include <gtest/gtest.h>
-
-#include <map>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,53 +22,12 @@ using model::dtype;
 using model::shard_range;
 using model::tensor_id;
 using model::tensor_kind;
+using test::content;
+using test::odd_spec;
+using test::open_store;
+using test::store_content;
 using test::temp_dir;
-
-// Small, with edge tiles everywhere: 1000 vocabulary rows (15 full row
-// tiles + 40 rows), d_model 192 (3 column tiles), d_ff 320 (5).
-model::model_spec odd_spec(dtype type = dtype::f32) {
-  model::model_spec s;
-  s.name = "test-odd";
-  s.n_layers = 2;
-  s.d_model = 192;
-  s.n_heads = 3;
-  s.n_kv_heads = 1;
-  s.head_dim = 64;
-  s.d_ff = 320;
-  s.vocab = 1000;
-  s.rope_theta = 10000.0;
-  s.rms_eps = 1e-5f;
-  s.max_context = 64;
-  s.weight_dtype = type;
-  return s;
-}
-
-std::unique_ptr<store> open_store(const std::filesystem::path& dir,
-                                  bool read_only = false) {
-  open_options o;
-  o.create_if_missing = !read_only;
-  o.read_only = read_only;
-  auto s = store::open(dir, o);
-  EXPECT_TRUE(s) << render(s.error());
-  return s ? std::move(*s) : nullptr;
-}
-
-using store_content = std::map<std::pair<int, std::string>, std::string>;
-
-// Every key and value of the weights and meta column families.
-store_content content(const store& s) {
-  store_content out;
-  for (auto cf : {column::meta, column::weights})
-    EXPECT_FALSE(s.scan(cf, "", [&](std::string_view k, std::string_view v) {
-      out[{static_cast<int>(cf), std::string{k}}] = std::string{v};
-      return true;
-    }));
-  return out;
-}
-
-std::string tile_key(tensor_id id, uint32_t rt, uint32_t ct) {
-  return detail::encode_key({id, rt, ct});
-}
+using test::tile_key;
 
 const tensor_id wq0{0, tensor_kind::wq};
 const tensor_id embedding{model::global_layer, tensor_kind::tok_embedding};

@@ -200,5 +200,99 @@ TEST(weights_cli, incomplete_store_is_reported_and_init_resumes) {
   EXPECT_EQ(run(tmp, {"weights", "verify", "--db", db.string()}).code, 0);
 }
 
+TEST(weights_cli, partial_store_is_listed_and_verified_as_partial) {
+  temp_dir tmp;
+  auto db = tmp / "db";
+  auto spec = *model::find_preset("tiny-8");
+  model::tensor_id wq1{1, model::tensor_kind::wq};
+  model::tensor_id head{model::global_layer, model::tensor_kind::lm_head};
+  {
+    // What a host daemon writes: its chips' shards (a vocabulary slice that
+    // is not tile-aligned, and a row shard).
+    storage::open_options o;
+    o.create_if_missing = true;
+    auto s = storage::store::open(db, o);
+    ASSERT_TRUE(s);
+    auto r = storage::init_weight_shards(
+        **s, spec, 3, {{head, {100, 300, 0, 256}}, {wq1, {0, 128, 0, 256}}});
+    ASSERT_TRUE(r) << render(r.error());
+  }
+  auto r = run(tmp, {"weights", "list", "--db", db.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("tiny-8 (f32), weight seed 3, tiles 64x64, complete"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("partial store: holds 2 shards of 2 tensors"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("rows [100,300) cols [0,256)"), std::string::npos)
+      << r.out;
+
+  r = run(tmp, {"weights", "list", "--db", db.string(), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto list = nlohmann::json::parse(r.out);
+  EXPECT_EQ(list["state"], "complete");
+  EXPECT_EQ(list["total_bytes"], spec.weight_bytes());
+  EXPECT_EQ(list["partial"], true);
+  // lm_head row tiles 1..4 and l1.wq row tiles 0..1, 4 column tiles each.
+  EXPECT_EQ(list["held_bytes"], (4 * 64 + 2 * 64) * 256 * 4);
+  EXPECT_EQ(list["shards"], nlohmann::json::parse(R"([
+    {"tensor": "l1.wq", "rows": [0, 128], "cols": [0, 256]},
+    {"tensor": "lm_head", "rows": [100, 300], "cols": [0, 256]}])"));
+  ASSERT_EQ(list["tensors"].size(), model::all_tensors(spec).size());
+  for (const auto& t : list["tensors"]) {
+    if (t["name"] == "lm_head") {
+      EXPECT_EQ(t["tiles"], 64);
+      EXPECT_EQ(t["held_tiles"], 16);
+      EXPECT_EQ(t["shards"][0]["rows"], nlohmann::json::parse("[100, 300]"));
+    } else if (t["name"] == "l1.wq") {
+      EXPECT_EQ(t["held_tiles"], 8);
+    } else {
+      EXPECT_EQ(t["held_tiles"], 0) << t["name"];
+      EXPECT_EQ(t["shards"].size(), 0u);
+    }
+  }
+
+  r = run(tmp, {"weights", "verify", "--db", db.string(), "--deep"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("verified 2 tensors (2 shards of a partial store), "
+                       "24 tiles"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(": ok"), std::string::npos);
+  r = run(tmp, {"weights", "verify", "--db", db.string(), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto verify = nlohmann::json::parse(r.out);
+  EXPECT_EQ(verify["ok"], true);
+  EXPECT_EQ(verify["partial"], true);
+  EXPECT_EQ(verify["shards_checked"], 2);
+  EXPECT_EQ(verify["tensors_checked"], 2);
+
+  // A held tile gone is a problem; exit 1.
+  {
+    auto s = storage::store::open(db, {});
+    ASSERT_TRUE(s);
+    ASSERT_FALSE((*s)->erase(storage::column::weights,
+                             storage::detail::encode_key({head, 4, 3})));
+  }
+  r = run(tmp, {"weights", "verify", "--db", db.string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bad: lm_head tile (4,3): missing"), std::string::npos)
+      << r.out;
+
+  // `weights init` of the whole model makes it a full store.
+  r = run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed", "3",
+                "--db", db.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run(tmp, {"weights", "list", "--db", db.string(), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  list = nlohmann::json::parse(r.out);
+  EXPECT_EQ(list["partial"], false);
+  EXPECT_EQ(list["shards"], nullptr);
+  EXPECT_EQ(list["held_bytes"], spec.weight_bytes());
+  EXPECT_EQ(list["tensors"][0]["held_tiles"], list["tensors"][0]["tiles"]);
+  EXPECT_EQ(run(tmp, {"weights", "verify", "--db", db.string()}).code, 0);
+}
+
 } // namespace
 } // namespace lockstep

@@ -157,7 +157,8 @@ std::vector<std::string> shm_segments_of(const std::vector<int>& pids) {
   std::vector<std::string> out;
   for (const auto& name : shm_entries())
     for (int pid : pids)
-      if (name.rfind(std::to_string(pid) + ":", 0) == 0)
+      if (name.rfind(std::to_string(pid) + ":", 0) == 0 ||
+          name.rfind("lockstep-bell-" + std::to_string(pid) + "-", 0) == 0)
         out.push_back(name);
   return out;
 }

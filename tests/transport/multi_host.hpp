@@ -36,6 +36,10 @@ private:
   std::filesystem::path path_;
 };
 
+/// The pattern key of a transfer's send window: transfers that share a
+/// window (one output sent on several links) carry the same bytes.
+uint32_t window_key(const slot_program& program, const transfer_plan& tp);
+
 /// Deterministic payload word `i` of transfer `id` at `step`.
 uint64_t pattern_word(uint32_t id, uint64_t step, size_t i);
 void fill_payload(std::span<std::byte> p, uint32_t id, uint64_t step);
@@ -59,7 +63,8 @@ caf::error drive(slotted_transport& t, uint64_t steps,
 std::set<std::string> shm_entries();
 
 /// /dev/shm segments libfabric's shm provider created for these processes
-/// (it names them "<pid>:<ep>:<n>") that still exist.
+/// (it names them "<pid>:<ep>:<n>") and their doorbells
+/// ("lockstep-bell-<pid>-...") that still exist.
 std::vector<std::string> shm_segments_of(const std::vector<int>& pids);
 
 /// Prints `what: render(err)` to stderr and returns `code`.

@@ -2,6 +2,7 @@
 // framing. No fabric.
 
 #include "transport/control_messages.hpp"
+#include "transport/detail/clock_model.hpp"
 #include "transport/detail/cq_data.hpp"
 #include "transport/payload_frame.hpp"
 #include "transport/slot_program.hpp"
@@ -157,11 +158,17 @@ TEST(control_messages, hello_round_trip_and_corruption) {
   h.mailbox_base = 5;
   h.mailbox_key = 6;
   h.mailbox_bytes = 64;
+  h.mode = slot_mode::paced;
+  h.slot_ns = 250'000;
+  h.doorbell = "/lockstep-bell-1-h3-9";
   auto bytes = encode(h);
   auto d = decode_hello(bytes, "hello of host 3");
   ASSERT_TRUE(d) << render(d.error());
   EXPECT_EQ(d->host, 3u);
   EXPECT_EQ(d->provider, "shm");
+  EXPECT_EQ(d->mode, slot_mode::paced);
+  EXPECT_EQ(d->slot_ns, 250'000u);
+  EXPECT_EQ(d->doorbell, "/lockstep-bell-1-h3-9");
   EXPECT_EQ(d->fabric_address, h.fabric_address);
   ASSERT_EQ(d->arenas.size(), 1u);
   EXPECT_EQ(d->arenas[0].key, 99u);
@@ -219,6 +226,71 @@ TEST(cq_data, encodes_slot_ids_and_widens_clock_values) {
   int64_t t = (int64_t{5} << 48) + 1000;
   EXPECT_EQ(widen(value_of(static_cast<uint64_t>(t)), t + 5'000'000), t);
   EXPECT_EQ(widen(value_of(static_cast<uint64_t>(t)), t - 5'000'000), t);
+}
+
+TEST(cq_data, resync_pongs_carry_40_clock_bits_and_the_sequence) {
+  using namespace detail::cq_data;
+  int64_t clock = (int64_t{3} << 45) + 123'456'789;
+  auto v = make_resync_pong_value(clock, 0x1234);
+  EXPECT_EQ(v & 0xff, 0x34u);
+  // Widened around an estimate milliseconds off, the clock comes back.
+  EXPECT_EQ(widen(v >> 8, clock - 3'000'000, resync_clock_bits), clock);
+  EXPECT_EQ(widen(v >> 8, clock + 3'000'000, resync_clock_bits), clock);
+  EXPECT_LE(v, value_mask); // fits a control message's value
+}
+
+TEST(clock_model, fits_offset_and_drift_and_inverts_them) {
+  using detail::clock_model;
+  using detail::clock_sample;
+  clock_model m;
+  EXPECT_EQ(m.to_local(5'000), 5'000); // empty: the identity (host 0)
+  // Reference = local * (1 + 300e-6) + 7 ms, sampled once a second with
+  // a few microseconds of noise on the offsets.
+  const double rate = 300e-6;
+  const int64_t base = int64_t{1} << 40; // large, like monotonic clocks
+  int64_t noise[] = {3'000, -2'000, 1'000, -4'000, 2'000, 0};
+  for (int i = 0; i < 6; ++i) {
+    int64_t local = base + int64_t{i} * 1'000'000'000;
+    auto offset =
+        7'000'000 +
+        static_cast<int64_t>(rate * static_cast<double>(local - base)) +
+        noise[i];
+    m.add(clock_sample{local, offset, 10'000});
+  }
+  EXPECT_NEAR(m.rate(), rate, 5e-6);
+  int64_t later = base + 7'000'000'000;
+  auto expected = 7'000'000 + static_cast<int64_t>(rate * 7e9);
+  EXPECT_NEAR(static_cast<double>(m.offset_at(later)),
+              static_cast<double>(expected), 20'000);
+  // to_local inverts to_reference.
+  EXPECT_NEAR(static_cast<double>(m.to_local(m.to_reference(later))),
+              static_cast<double>(later), 2);
+  EXPECT_EQ(m.error_ns(), 5'000);
+  // A delayed round (large RTT) does not drag the fit.
+  m.add(clock_sample{base + 6'000'000'000, 9'000'000, 5'000'000});
+  EXPECT_NEAR(m.rate(), rate, 20e-6);
+  // An absurd rate (noise over a short span) is refused.
+  clock_model short_span;
+  short_span.add({base, 0, 1000});
+  short_span.add({base + 1'000'000, 100'000, 1000}); // 10% "drift", 1 ms
+  EXPECT_EQ(short_span.rate(), 0.0);
+}
+
+TEST(slot_program, period_defaults_to_the_step_and_may_not_exceed_it) {
+  auto spec = two_chip_table();
+  auto p = slot_program::load(build_slot_table(spec));
+  ASSERT_TRUE(p) << render(p.error());
+  EXPECT_EQ(p->period_slots(), 4u);
+  spec.period_slots = 2; // steps overlap by half
+  p = slot_program::load(build_slot_table(spec));
+  ASSERT_TRUE(p) << render(p.error());
+  EXPECT_EQ(p->period_slots(), 2u);
+  spec.period_slots = 5;
+  p = slot_program::load(build_slot_table(spec));
+  ASSERT_FALSE(p);
+  EXPECT_EQ(render(p.error()),
+            "transport.invalid_table: periodSlots 5 exceeds slotsPerStep 4 "
+            "(steps would leave idle gaps)");
 }
 
 TEST(transport_settings, parses_the_transport_section) {

@@ -22,7 +22,20 @@
 namespace lockstep::transport::detail::cq_data {
 
 enum class kind : uint8_t { data = 0, release = 1, control = 2, raw = 3 };
-enum class control : uint8_t { ping, pong, sync_done, epoch, bye };
+// ping/pong: the start-up alignment (pong value: host 0's clock, 48 bits).
+// resync_ping/resync_pong: periodic re-sync while running; the ping's value
+// is a sequence number, the pong's (host 0's clock mod 2^40) << 8 | seq, so
+// a pong that straggles in after its ping was given up is recognised.
+enum class control : uint8_t {
+  ping,
+  pong,
+  sync_done,
+  epoch,
+  bye,
+  resync_ping,
+  resync_pong,
+  hello // start-up: opens the connection (host_transport::impl::connect)
+};
 
 inline constexpr uint64_t value_mask = (uint64_t{1} << 48) - 1; // control
 inline constexpr unsigned link_bits = 20;
@@ -66,16 +79,27 @@ constexpr uint64_t make_control(control c, uint32_t host, uint64_t value) {
          (uint64_t{host & 0x3ff} << 48) | (value & value_mask);
 }
 
-/// The 64-bit value nearest `ref` whose low 48 bits are `v`.
-constexpr int64_t widen(uint64_t v, int64_t ref) {
-  auto base = static_cast<int64_t>(static_cast<uint64_t>(ref) & ~value_mask);
-  auto x = base | static_cast<int64_t>(v);
-  constexpr int64_t span = int64_t{1} << 48;
+/// The 64-bit value nearest `ref` whose low `bits` bits are `v`.
+constexpr int64_t widen(uint64_t v, int64_t ref, unsigned bits = 48) {
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  auto base = static_cast<int64_t>(static_cast<uint64_t>(ref) & ~mask);
+  auto x = base | static_cast<int64_t>(v & mask);
+  const int64_t span = int64_t{1} << bits;
   if (x - ref > span / 2)
     x -= span;
   else if (ref - x > span / 2)
     x += span;
   return x;
+}
+
+/// Resync pong value: clock mod 2^40 (18 minutes; the running estimate is
+/// within milliseconds) and the ping's sequence number.
+inline constexpr unsigned resync_clock_bits = 40;
+constexpr uint64_t make_resync_pong_value(int64_t clock, uint16_t seq) {
+  return ((static_cast<uint64_t>(clock) &
+           ((uint64_t{1} << resync_clock_bits) - 1))
+          << 8) |
+         (seq & 0xffu);
 }
 
 } // namespace lockstep::transport::detail::cq_data

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <mutex>
 
 namespace lockstep::transport::detail {
 
@@ -14,6 +16,22 @@ std::atomic<int64_t> live_registrations{0};
 // FI_VERSION we program against: 1.9 is the first with the mr_mode bits we
 // request; 1.17 is installed.
 constexpr uint32_t api_version = FI_VERSION(1, 9);
+
+// shm names its segments "/dev/shm/<pid>:<ep>:<n>" and, finding one that
+// exists, keeps it if the pid recorded inside is alive. A process that
+// reuses the pid of a host that died without teardown finds *itself*
+// alive and fails fi_enable with EBUSY. Before this process opens its first
+// endpoint no segment can be its own, so any with its pid is stale.
+void remove_stale_shm_segments() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto prefix = std::to_string(getpid()) + ":";
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
+      if (e.path().filename().string().rfind(prefix, 0) == 0)
+        std::filesystem::remove(e.path(), ec);
+  });
+}
 
 } // namespace
 
@@ -108,6 +126,7 @@ int64_t memory_region::live_count() {
 
 caf::expected<std::unique_ptr<fabric_context>>
 fabric_context::open(const std::string& provider) {
+  remove_stale_shm_segments();
   std::unique_ptr<fabric_context> ctx{new fabric_context};
   info_ptr hints{fi_allocinfo()};
   if (!hints)
@@ -158,14 +177,27 @@ fabric_context::open(const std::string& provider) {
     return fabric_error("fi_av_open", ret, provider);
   ctx->av_ = unique_fid<fid_av>{av};
 
+  // A file descriptor to block on lets an idle progress thread sleep in
+  // the kernel until a peer's write arrives (no polling, no spinning). Where
+  // the provider has none (shm 1.17: -FI_ENOSYS) we poll the CQ and back off
+  // between polls (detail/progress_waiter.hpp).
   fi_cq_attr cq_attr{};
   cq_attr.format = FI_CQ_FORMAT_DATA;
-  cq_attr.wait_obj = FI_WAIT_NONE; // we poll; waiting objects cost latency
+  cq_attr.wait_obj = FI_WAIT_FD;
   cq_attr.size = 4096;
   fid_cq* cq = nullptr;
-  if (int ret = fi_cq_open(dom, &cq_attr, &cq, nullptr); ret != 0)
-    return fabric_error("fi_cq_open", ret, provider);
+  if (int ret = fi_cq_open(dom, &cq_attr, &cq, nullptr); ret != 0) {
+    cq_attr.wait_obj = FI_WAIT_NONE;
+    if (ret = fi_cq_open(dom, &cq_attr, &cq, nullptr); ret != 0)
+      return fabric_error("fi_cq_open", ret, provider);
+  }
   ctx->cq_ = unique_fid<fid_cq>{cq};
+  if (cq_attr.wait_obj == FI_WAIT_FD) {
+    int fd = -1;
+    if (int ret = fi_control(&cq->fid, FI_GETWAIT, &fd); ret != 0)
+      return fabric_error("fi_control(FI_GETWAIT)", ret, provider);
+    ctx->wait_fd_ = fd;
+  }
 
   fid_ep* ep = nullptr;
   if (int ret = fi_endpoint(dom, info, &ep, nullptr); ret != 0)
@@ -181,6 +213,11 @@ fabric_context::open(const std::string& provider) {
 }
 
 fabric_context::~fabric_context() = default;
+
+bool fabric_context::ready_to_block() const {
+  fid* f = &cq_.get()->fid;
+  return fi_trywait(fabric_.get(), &f, 1) == FI_SUCCESS;
+}
 
 caf::expected<memory_region>
 fabric_context::register_memory(void* base, size_t bytes, uint64_t access,

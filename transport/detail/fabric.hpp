@@ -151,6 +151,15 @@ public:
   const std::string& provider_name() const { return provider_name_; }
   size_t inject_size() const { return inject_size_; }
 
+  /// The completion queue's file descriptor when the provider gave it one
+  /// (FI_WAIT_FD: tcp;ofi_rxm), else -1 (shm 1.17 refuses FI_WAIT_FD with
+  /// -FI_ENOSYS; its only wait object, FI_WAIT_YIELD, spins).
+  int wait_fd() const { return wait_fd_; }
+  /// fi_trywait on the CQ: true when nothing is pending, so blocking on
+  /// wait_fd() cannot miss a completion (it also drives progress once).
+  /// Only meaningful when wait_fd() >= 0.
+  bool ready_to_block() const;
+
   fid_ep* ep() const { return ep_.get(); }
   fid_cq* cq() const { return cq_.get(); }
 
@@ -167,6 +176,7 @@ private:
   bool prov_key_ = false;
   bool mr_endpoint_ = false;
   size_t inject_size_ = 0;
+  int wait_fd_ = -1; // owned by the CQ, closed with it
   std::string provider_name_;
 };
 

@@ -1,0 +1,65 @@
+#pragma once
+
+// A chip: its SRAM arena (weights, KV slice, activations and its send and
+// receive windows at the plan's offsets), its program, and the executor
+// that runs it. Event-driven: an arrival may make the next op of the step
+// runnable; ops run in slot order, each as soon as its inputs are there;
+// an op's outgoing tensors are already in their send windows when it
+// returns, and are posted to the transport, which sends them in their
+// slots. When the step's last op has run, the chip releases its receive
+// windows of that step and moves to the next.
+//
+// The arena is owned by the host actor (it must outlive the transport's
+// registration of it); the chip actor owns the executor.
+
+#include "actors/chip_executor.hpp"
+#include "actors/messages.hpp"
+
+#include <caf/event_based_actor.hpp>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+namespace lockstep::transport {
+class host_transport;
+}
+
+namespace lockstep::actors {
+
+/// Figures a chip publishes for status (read by the host's heartbeat).
+struct chip_figures {
+  std::atomic<uint64_t> ops_run{0};
+  std::atomic<uint64_t> steps_run{0};
+};
+
+struct chip_actor_args {
+  // What the executor reads and must outlive it (declared first, so it is
+  // destroyed last): the plan, the arena, the RoPE table.
+  std::vector<std::shared_ptr<const void>> keep;
+  std::unique_ptr<chip_executor> executor;
+  std::shared_ptr<transport::host_transport> transport;
+  std::shared_ptr<const detail::local_routes> routes; // dropped on exit
+  std::shared_ptr<chip_figures> figures;
+  caf::actor host; // told when the chip fails
+};
+
+class chip_actor : public caf::event_based_actor {
+public:
+  chip_actor(caf::actor_config& cfg, chip_actor_args args);
+
+  caf::behavior make_behavior() override;
+  void on_exit() override; // drops the handles that would keep actors alive
+
+private:
+  // Runs every op of the current step whose inputs are there, in order.
+  void advance();
+
+  chip_actor_args args_;
+  std::vector<std::vector<uint32_t>> sends_; // per op: plan transfer ids
+  size_t next_ = 0;   // index into executor's ops()
+  uint64_t step_ = 0; // the step being run
+  bool failed_ = false;
+};
+
+} // namespace lockstep::actors

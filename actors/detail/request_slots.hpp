@@ -1,0 +1,107 @@
+#pragma once
+
+// The coordinator's batch: which request holds which of the plan's batch
+// slots, what each slot feeds the next decode step, and what becomes of
+// each logit row — the host side of the token loop (token_loop) for the
+// decode program.
+//
+// A request joins at a step boundary when a slot is free (admit()) and
+// feeds its prompt one token per step through the decode program (a
+// chunk of one: the same bits as any chunking, docs/determinism.md); the
+// row of its last prompt token emits logits, and from then on each step
+// feeds the token the previous step sampled — read back from the rows the
+// sample op wrote (the loop closes inside the schedule). Its slot is free
+// again the step after its last token.
+//
+// Sampling is model::sample with request id 0: a request's draws depend on
+// its own seed, prompt and settings only, never on what else runs, so any
+// request equals its own reference run.
+//
+// Thread-safety: none; the coordinator actor owns it.
+
+#include "actors/chip_executor.hpp"
+#include "common/digest.hpp"
+#include "model/generation.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+namespace lockstep::actors::detail {
+
+struct request {
+  uint64_t id = 0; // the coordinator's
+  std::vector<int32_t> prompt;
+  uint32_t max_tokens = 0;
+  model::sampling_params sampling;
+  std::chrono::steady_clock::time_point received;
+};
+
+/// What happened to a request in a step.
+struct request_event {
+  uint64_t request = 0;
+  uint32_t index = 0; // of the token
+  int32_t token = 0;
+  bool done = false;
+  // done: the whole result and its timing.
+  model::generation_result result;
+  double ttft_ms = 0;
+  double tokens_per_s = 0;
+};
+
+class request_slots final : public token_loop {
+public:
+  /// `max_queue`: requests waiting for a slot at most.
+  request_slots(const planner::plan& p, size_t max_queue);
+
+  /// Validates and queues a request. Errors: bad_request (empty prompt,
+  /// tokens outside the vocabulary, prompt + max_tokens beyond the plan's
+  /// context, bad sampling settings), and the queue being full (errc
+  /// bad_request for now; issue "continuous batching" gives it its own).
+  caf::error enqueue(request r);
+
+  /// Fills free slots from the queue, oldest first. Call at step
+  /// boundaries only.
+  void admit();
+
+  /// Any request in a slot or waiting for one.
+  bool busy() const;
+  size_t active() const;
+  size_t queued() const { return queue_.size(); }
+
+  /// Tokens and completions since the last call.
+  std::vector<request_event> take_events();
+
+  /// Drops a request (its client went away): from the queue, or its slot
+  /// is freed at the next step boundary.
+  void cancel(uint64_t request);
+
+  caf::error feed(planner::program_kind kind, uint32_t mb, uint64_t step,
+                  std::span<const model::token_row> carried,
+                  std::span<model::token_row> out) override;
+  caf::error sample(planner::program_kind kind, uint32_t mb, uint64_t step,
+                    std::span<const model::token_row> rows,
+                    std::span<const float> logits, uint32_t vocab,
+                    std::span<model::token_row> next) override;
+
+private:
+  struct slot {
+    std::optional<request> req;
+    uint32_t fed = 0; // prompt tokens fed so far
+    std::vector<int32_t> tokens;
+    sha256 hash;
+    std::chrono::steady_clock::time_point first, last;
+    bool done = false;
+    bool cancelled = false;
+  };
+
+  const planner::plan& plan_;
+  size_t max_queue_;
+  std::deque<request> queue_;
+  std::vector<slot> slots_;
+  std::vector<request_event> events_;
+};
+
+} // namespace lockstep::actors::detail

@@ -1,0 +1,470 @@
+#include "actors/host_actor.hpp"
+
+#include "actors/detail/local_routes.hpp"
+#include "actors/detail/envelope.hpp"
+#include "planner/plan_codec.hpp"
+#include "planner/verifier.hpp"
+#include "storage/weight_store.hpp"
+#include "transport/host_transport.hpp"
+#include "transport/rendezvous.hpp"
+
+#include <caf/send.hpp>
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <set>
+#include <unistd.h>
+
+namespace lockstep::actors {
+
+using detail::envelope;
+
+// The transport's start-up rendezvous through the head: publish sends this
+// host's hello to the head; fetch asks for another's and waits for the
+// reply, which the connection's reader thread delivers here (the host
+// actor itself is blocked in the transport's start-up meanwhile).
+class head_rendezvous final : public transport::rendezvous {
+public:
+  explicit head_rendezvous(detail::connection_hub& hub)
+      : hub_(hub) {}
+
+  caf::expected<void> publish(uint32_t host,
+                              std::span<const std::byte> message) override {
+    envelope e;
+    auto h = e.root().initHello();
+    h.setHost(host);
+    h.setMessage(kj::arrayPtr(reinterpret_cast<const kj::byte*>(message.data()),
+                              message.size()));
+    if (auto err = hub_.send(0, e.builder()))
+      return err;
+    return caf::unit;
+  }
+
+  caf::expected<std::vector<std::byte>>
+  fetch(uint32_t host, std::chrono::nanoseconds timeout) override {
+    envelope e;
+    e.root().initFetchHello().setHost(host);
+    if (auto err = hub_.send(0, e.builder()))
+      return err;
+    std::unique_lock<std::mutex> lock{mutex_};
+    if (!ready_.wait_for(lock, timeout, [&] { return hellos_.contains(host); }))
+      return caf::make_error(errc::timed_out,
+                             "no transport hello of host " +
+                                 std::to_string(host) + " from the head");
+    return hellos_[host];
+  }
+
+  // From the reader thread.
+  void deliver(uint32_t host, capnp::Data::Reader data) {
+    {
+      std::lock_guard<std::mutex> guard{mutex_};
+      auto* p = reinterpret_cast<const std::byte*>(data.begin());
+      hellos_[host] = std::vector<std::byte>(p, p + data.size());
+    }
+    ready_.notify_all();
+  }
+
+private:
+  detail::connection_hub& hub_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::map<uint32_t, std::vector<std::byte>> hellos_;
+};
+
+host_actor::host_actor(caf::actor_config& cfg, host_args args)
+    : caf::event_based_actor(cfg)
+    , args_(std::move(args)) {}
+
+host_actor::~host_actor() {
+  stop_progress_ = true;
+  if (transport_)
+    transport_->wake();
+  if (progress_.joinable())
+    progress_.join();
+}
+
+void host_actor::on_exit() {
+  stopping_ = true;
+  tear_down(); // idempotent
+}
+
+caf::behavior host_actor::make_behavior() {
+  auto self = caf::actor_cast<caf::actor>(this);
+  hub_ = std::make_unique<detail::connection_hub>(
+      self, [this](uint64_t, detail::control_message& m) {
+        auto root = m.root();
+        if (root.which() != schema::Envelope::HELLO || !rendezvous_)
+          return false;
+        rendezvous_->deliver(root.getHello().getHost(),
+                             root.getHello().getMessage());
+        return true;
+      });
+  rendezvous_ = std::make_shared<head_rendezvous>(*hub_);
+  if (auto err = hub_->connect(args_.head, std::chrono::seconds(30))) {
+    fail("cannot reach the head: " + render(err));
+    return {};
+  }
+  envelope e;
+  auto j = e.root().initJoin();
+  j.setProtocolVersion(schema::CONTROL_PROTOCOL_VERSION);
+  j.setRank(args_.rank);
+  j.setToken(args_.token);
+  j.setPid(static_cast<uint32_t>(::getpid()));
+  j.setConfigDigest(detail::config_digest(args_.config));
+  if (auto err = hub_->send(0, e.builder())) {
+    fail(render(err));
+    return {};
+  }
+  return {
+      [this](const control_in& m) { on_message(*m.message); },
+      [this](const closed& c) {
+        if (!stopping_)
+          fail("lost the head: " + c.why);
+      },
+      [this](const failed& f) { fail(f.why); },
+      [this](heartbeat_atom) {
+        if (stopping_)
+          return;
+        send_heartbeat();
+        delayed_send(this, std::chrono::seconds(1), heartbeat_atom::value);
+      },
+  };
+}
+
+void host_actor::on_message(detail::control_message& msg) {
+  auto root = msg.root();
+  switch (root.which()) {
+  case schema::Envelope::JOIN_REPLY: {
+    auto r = root.getJoinReply();
+    if (!r.getOk())
+      fail(std::string{"refused by the head: "} + r.getError().cStr(), 2);
+    return;
+  }
+  case schema::Envelope::SETUP: {
+    auto err = setup(root.getSetup());
+    envelope e;
+    auto ready = e.root().initReady();
+    ready.setRank(args_.rank);
+    ready.setChips(static_cast<uint32_t>(chips_.size()));
+    if (err)
+      ready.setError(render(err));
+    hub_->send(0, e.builder());
+    if (err)
+      fail(render(err));
+    return;
+  }
+  case schema::Envelope::START:
+    started_ = true;
+    send_heartbeat();
+    delayed_send(this, std::chrono::seconds(1), heartbeat_atom::value);
+    return;
+  case schema::Envelope::SHUTDOWN:
+    return stop();
+  case schema::Envelope::RESUME:
+    if (transport_)
+      if (auto err = transport_->resume_at(root.getResume().getStep(),
+                                           root.getResume().getAtRefNs()))
+        fail(render(err));
+    return;
+  case schema::Envelope::ERROR:
+    return fail(std::string{"the head says: "} + root.getError().cStr());
+  default:
+    return fail("unexpected message from the head");
+  }
+}
+
+caf::error host_actor::ensure_tiles(const planner::plan& p, uint64_t seed,
+                                    uint64_t& generated) {
+  // This host's store holds the tiles of its own chips' shards; a fresh
+  // store gets them generated, bit-identical to `weights init`.
+  storage::shard_list mine;
+  for (const auto& sh : p.shards)
+    if (args_.config.ref(sh.chip).host == args_.rank)
+      mine.push_back({sh.tensor, sh.range});
+  auto report = storage::init_weight_shards(*db_, p.spec, seed, mine);
+  if (!report)
+    return report.error();
+  generated = report->bytes_written;
+  return {};
+}
+
+caf::error host_actor::setup(schema::Setup::Reader s) {
+  auto data = s.getPlan();
+  auto decoded = planner::decode_plan(
+      args_.config,
+      std::string{reinterpret_cast<const char*>(data.begin()), data.size()});
+  if (!decoded)
+    return decoded.error();
+  auto verdict = planner::verify_plan(*decoded, args_.config);
+  if (!verdict.ok())
+    return caf::make_error(errc::bad_program,
+                           "the head's plan fails verification: " +
+                               verdict.violations.front());
+  plan_ = std::make_shared<const planner::plan>(std::move(*decoded));
+  const auto& p = *plan_;
+  auto settings = args_.config.transport;
+  std::string mode = s.getSlotMode().cStr();
+  if (mode != "logical" && mode != "paced")
+    return caf::make_error(errc::bad_message,
+                           "setup: slot mode '" + mode +
+                               "' (expected logical or paced)");
+  settings.mode = mode == "paced" ? transport::slot_mode::paced
+                                  : transport::slot_mode::logical;
+  if (s.getSlotNs() != 0)
+    settings.slot_ns = s.getSlotNs();
+
+  // The store: this host's tiles only.
+  auto opened = storage::store::open(args_.db, {.create_if_missing = true});
+  if (!opened)
+    return opened.error();
+  db_ = std::move(*opened);
+  uint64_t generated = 0;
+  if (auto err = ensure_tiles(p, s.getWeightSeed(), generated))
+    return err;
+  auto ws = storage::weight_store::open(*db_);
+  if (!ws)
+    return ws.error();
+  if (auto err = ws->check_model(p.spec))
+    return err;
+
+  // One arena per node of this host that the plan uses.
+  const auto& prog = p.decode;
+  std::set<uint32_t> nodes;
+  for (const auto& sh : p.shards)
+    nodes.insert(sh.chip);
+  for (const auto& o : prog.ops)
+    nodes.insert(o.chip);
+  for (const auto& t : prog.transfers) {
+    nodes.insert(t.src);
+    nodes.insert(t.dst);
+  }
+  nodes.insert(args_.config.host_node(args_.rank));
+  for (auto n : nodes) {
+    if (args_.config.ref(n).host != args_.rank)
+      continue;
+    uint64_t bytes = args_.config.is_host_node(n)
+                         ? std::max(prog.arenas[n].end, uint64_t{1})
+                         : args_.config.chip.sram_bytes;
+    if (!args_.config.is_host_node(n) && p.usage[n].total() > bytes)
+      return caf::make_error(errc::bad_program,
+                             transport::to_string(args_.config.ref(n)) +
+                                 " needs " +
+                                 std::to_string(p.usage[n].total()) +
+                                 " bytes of SRAM, its profile has " +
+                                 std::to_string(bytes));
+    auto a = sram_arena::allocate(bytes);
+    if (!a)
+      return a.error();
+    arenas_[n] = std::move(*a);
+  }
+  auto loaded = load_shards(p, args_.config, *ws, [&](uint32_t chip) {
+    auto it = arenas_.find(chip);
+    return it == arenas_.end() ? std::span<std::byte>{} : it->second->bytes();
+  });
+  if (!loaded)
+    return loaded.error();
+
+  // The transport, on the arenas: zero copy.
+  auto table = planner::slot_table_of(args_.config, p,
+                                      planner::program_kind::decode);
+  auto program = transport::slot_program::load(table);
+  if (!program)
+    return program.error();
+  std::vector<transport::arena_memory> memory;
+  for (auto c : program->chips_of(args_.rank)) {
+    auto n = args_.config.flat(c);
+    if (!n || !arenas_.contains(*n))
+      return caf::make_error(errc::bad_program,
+                             "the slot table names " + transport::to_string(c) +
+                                 ", which the plan does not use");
+    auto mem = arenas_[*n]->bytes();
+    const auto& a = prog.arenas[*n];
+    if (a.send_base + a.send_bytes > mem.size() ||
+        a.recv_base + a.recv_bytes > mem.size())
+      return caf::make_error(errc::bad_program,
+                             transport::to_string(c) +
+                                 "'s arenas lie outside its SRAM");
+    memory.push_back({c, mem.subspan(a.send_base, a.send_bytes),
+                      mem.subspan(a.recv_base, a.recv_bytes)});
+  }
+  auto routes = std::make_shared<detail::local_routes>();
+  routes->slot_index.assign(prog.transfers.size(), planner::no_id);
+  auto& index = routes->slot_index;
+  arrival_node_.assign(program->transfers().size(), planner::no_id);
+  for (uint32_t i = 0; i < program->transfers().size(); ++i) {
+    uint32_t id = program->transfers()[i].id;
+    if (id >= prog.transfers.size())
+      return caf::make_error(errc::bad_program, "the slot table's transfer " +
+                                                    std::to_string(id) +
+                                                    " is not the plan's");
+    index[id] = i;
+    arrival_node_[i] = prog.transfers[id].dst;
+  }
+  transport::transport_options opts;
+  opts.host = args_.rank;
+  opts.settings = settings;
+  opts.send_delay_ns = args_.inject_send_delay_ns;
+  auto t = transport::host_transport::create(opts, std::move(*program),
+                                             *rendezvous_, std::move(memory));
+  if (!t)
+    return t.error();
+  transport_ = std::move(*t);
+
+  // Chip actors for the chips that run ops; the sampler endpoint goes to
+  // the coordinator.
+  rope_ = std::make_shared<const model::rope_table>(
+      p.spec.head_dim, p.spec.rope_theta, p.spec.max_context);
+  std::set<uint32_t> with_ops;
+  for (const auto& o : prog.ops)
+    if (args_.config.ref(o.chip).host == args_.rank)
+      with_ops.insert(o.chip);
+  auto self = caf::actor_cast<caf::actor>(this);
+  routes_ = routes;
+  for (auto n : with_ops) {
+    if (n == p.sampler) {
+      if (!args_.coordinator)
+        return caf::make_error(errc::bad_program,
+                               "the sampler runs on this host, which has no "
+                               "coordinator");
+      chips_[n] = args_.coordinator; // told once the routes are complete
+      continue;
+    }
+    auto exec = chip_executor::make(p, args_.config,
+                                    planner::program_kind::decode, n,
+                                    arenas_[n]->bytes(), *rope_);
+    if (!exec)
+      return exec.error();
+    auto figures = std::make_shared<chip_figures>();
+    figures_[n] = figures;
+    chip_actor_args a;
+    a.keep = {plan_, arenas_[n], rope_};
+    a.executor = std::move(*exec);
+    a.transport = transport_;
+    a.routes = routes;
+    a.figures = figures;
+    a.host = self;
+    chips_[n] = system().spawn<chip_actor>(std::move(a));
+  }
+  // Complete before any actor reads it: the chips read it only when they
+  // send, after an arrival, and arrivals start after this (the progress
+  // thread starts below; the sampler is told below).
+  routes->receiver.resize(arrival_node_.size());
+  for (size_t i = 0; i < arrival_node_.size(); ++i)
+    if (auto it = chips_.find(arrival_node_[i]); it != chips_.end())
+      routes->receiver[i] = it->second;
+  if (chips_.contains(p.sampler))
+    anon_send(args_.coordinator, sampler_ready{plan_, p.sampler,
+                                               arenas_[p.sampler], rope_,
+                                               transport_, routes});
+  // The progress thread: every arrival to the chip it is for. It blocks in
+  // the transport while nothing happens.
+  progress_ = std::thread([this, self] {
+    std::vector<transport::transport_event> events;
+    while (!stop_progress_) {
+      events.clear();
+      if (auto err = transport_->wait(events, std::chrono::milliseconds(200))) {
+        anon_send(self, failed{render(err)});
+        return;
+      }
+      for (const auto& ev : events) {
+        if (ev.what == transport::transport_event::kind::error) {
+          anon_send(self, failed{render(ev.err)});
+          continue;
+        }
+        if (ev.what != transport::transport_event::kind::arrival)
+          continue;
+        uint32_t node = arrival_node_[ev.transfer];
+        auto it = chips_.find(node);
+        if (it == chips_.end())
+          continue;
+        anon_send(it->second,
+                  arrived{transport_->program().transfers()[ev.transfer].id,
+                          ev.step});
+      }
+    }
+  });
+  std::fprintf(stderr,
+               "lockstepd: host %u ready: %zu chips, %llu weight bytes "
+               "loaded (%llu generated into the store)\n",
+               args_.rank, chips_.size(),
+               static_cast<unsigned long long>(*loaded),
+               static_cast<unsigned long long>(generated));
+  return {};
+}
+
+void host_actor::send_heartbeat() {
+  envelope e;
+  auto hb = e.root().initHeartbeat();
+  hb.setRank(args_.rank);
+  hb.setLog(args_.log);
+  auto chips = hb.initChips(static_cast<unsigned>(figures_.size()));
+  size_t i = 0;
+  for (const auto& [n, f] : figures_) {
+    chips[i].setChip(transport::to_string(args_.config.ref(n)));
+    chips[i].setOpsRun(f->ops_run.load(std::memory_order_relaxed));
+    chips[i].setStepsRun(f->steps_run.load(std::memory_order_relaxed));
+    chips[i].setSramBytes(arenas_[n]->bytes().size());
+    ++i;
+  }
+  if (transport_) {
+    const auto& links = transport_->program().links();
+    std::vector<uint32_t> mine;
+    for (uint32_t l = 0; l < links.size(); ++l)
+      if (links[l].src.host == args_.rank || links[l].dst.host == args_.rank)
+        mine.push_back(l);
+    auto out = hb.initLinks(static_cast<unsigned>(mine.size()));
+    for (size_t k = 0; k < mine.size(); ++k) {
+      auto c = transport_->counters(mine[k]);
+      out[k].setLink(links[mine[k]].name);
+      out[k].setBytesSent(c.bytes_sent);
+      out[k].setTransfersSent(c.transfers_sent);
+      out[k].setBytesReceived(c.bytes_received);
+      out[k].setTransfersReceived(c.transfers_received);
+      out[k].setSlotMisses(c.slot_misses);
+      out[k].setMaxLatenessNs(c.max_lateness_ns);
+    }
+  }
+  hub_->send(0, e.builder());
+}
+
+void host_actor::fail(const std::string& why, int code) {
+  std::fprintf(stderr, "lockstepd: host %u: %s\n", args_.rank, why.c_str());
+  if (args_.exit_code != nullptr && *args_.exit_code == 0)
+    *args_.exit_code = code;
+  if (hub_ && !stopping_) {
+    envelope e;
+    e.root().setError("host " + std::to_string(args_.rank) + ": " + why);
+    hub_->send(0, e.builder());
+  }
+  stop();
+}
+
+void host_actor::stop() {
+  if (stopping_)
+    return;
+  stopping_ = true;
+  tear_down();
+  quit();
+}
+
+void host_actor::tear_down() {
+  // The progress thread reads chips_: stop it first.
+  stop_progress_ = true;
+  if (transport_)
+    transport_->wake();
+  if (progress_.joinable())
+    progress_.join();
+  for (auto& [n, a] : chips_)
+    if (a != args_.coordinator)
+      anon_send_exit(a, caf::exit_reason::user_shutdown);
+  chips_.clear();
+  routes_.reset();
+  args_.coordinator = nullptr;
+  if (transport_)
+    transport_->close(std::chrono::seconds(5));
+  if (hub_)
+    hub_->close();
+}
+
+} // namespace lockstep::actors

@@ -1,0 +1,90 @@
+#pragma once
+
+// A host: one per `lockstepd` process. It joins the head with the cluster
+// token, takes the Setup (the plan — verified again here, as every runtime
+// refuses a plan its verifier rejects — the weight seed and the slot
+// settings), makes sure its RocksDB store holds its chips' tiles
+// (generating only those it lacks), maps one SRAM arena per chip of this
+// host, loads only its chips' shards into them, opens the slotted
+// transport on those arenas (hellos relayed by the head), spawns a chip
+// actor per chip that has work, and runs the progress thread that hands
+// every arrival to the chip it is for. It heartbeats per-chip and per-link
+// counters to the head and leaves on Shutdown.
+//
+// Spawned detached: setup blocks (store, transport start-up).
+
+#include "actors/chip_actor.hpp"
+#include "actors/detail/connection_hub.hpp"
+#include "actors/messages.hpp"
+#include "actors/sram.hpp"
+#include "planner/cluster_config.hpp"
+#include "storage/store.hpp"
+
+#include <caf/event_based_actor.hpp>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace lockstep::transport {
+class host_transport;
+class slot_program;
+} // namespace lockstep::transport
+
+namespace lockstep::actors {
+
+class head_rendezvous;
+
+struct host_args {
+  planner::cluster_config config;
+  uint32_t rank = 0;
+  std::string head;  // the coordinator's address
+  std::string token; // the cluster token
+  std::filesystem::path db;
+  std::string log;          // this host's log file (for status)
+  caf::actor coordinator;   // rank 0: the coordinator of this process
+  std::atomic<int>* exit_code = nullptr; // the process's, set on failure
+  int64_t inject_send_delay_ns = 0; // test hook: transport_options
+};
+
+class host_actor : public caf::event_based_actor {
+public:
+  host_actor(caf::actor_config& cfg, host_args args);
+  ~host_actor() override;
+
+  caf::behavior make_behavior() override;
+  void on_exit() override; // drops the handles that would keep actors alive
+
+private:
+  void on_message(detail::control_message& msg);
+  caf::error setup(schema::Setup::Reader s);
+  caf::error ensure_tiles(const planner::plan& p, uint64_t seed,
+                          uint64_t& generated);
+  void send_heartbeat();
+  void fail(const std::string& why, int code = 1);
+  void stop();
+  void tear_down(); // idempotent: threads joined, handles dropped
+
+  host_args args_;
+  std::unique_ptr<detail::connection_hub> hub_;
+  std::shared_ptr<head_rendezvous> rendezvous_;
+  std::unique_ptr<storage::store> db_;
+  std::shared_ptr<const planner::plan> plan_;
+  std::shared_ptr<const model::rope_table> rope_;
+  std::map<uint32_t, std::shared_ptr<sram_arena>> arenas_; // by node
+  std::shared_ptr<transport::host_transport> transport_;
+  std::shared_ptr<const detail::local_routes> routes_;
+  std::vector<uint32_t> arrival_node_; // by slot-table transfer index
+  std::map<uint32_t, caf::actor> chips_; // by node
+  std::map<uint32_t, std::shared_ptr<chip_figures>> figures_;
+  std::thread progress_;
+  std::atomic<bool> stop_progress_{false};
+  bool started_ = false;
+  bool stopping_ = false;
+};
+
+} // namespace lockstep::actors

@@ -1,0 +1,334 @@
+// The cluster as users run it: `lockstep up` starts real `lockstepd`
+// processes (one per host of the config) that join the head, load their
+// tiles into per-chip arenas and run the plan over the slotted libfabric
+// transport; `lockstep generate` talks to the running cluster; `down`
+// leaves nothing behind. The headline: tokens and logits hashes equal the
+// reference engine's, bit for bit. Each test has its own context file
+// (LOCKSTEP_CONTEXT), so clusters never see each other's.
+
+#include "model/generation.hpp"
+#include "storage/store.hpp"
+#include "storage/weight_store.hpp"
+#include "tests/tools/cli_runner.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace lockstep {
+namespace {
+
+using test::result;
+using test::run;
+using test::temp_dir;
+using namespace std::chrono_literals;
+
+std::string config_path(const std::string& name) {
+  return std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/" + name +
+         ".yaml";
+}
+
+// The reference run of one request on the same weights (seed 42: what the
+// hosts generate into their stores, tile for tile).
+model::generation_result reference(const std::string& model,
+                                   const model::generation_request& r) {
+  auto w = model::model_weights::generate(
+      model::weight_generator{*model::find_preset(model), 42});
+  model::reference_engine engine{w, 2};
+  auto out = model::generate(engine, {&r, 1});
+  EXPECT_TRUE(out) << render(out.error());
+  return (*out)[0];
+}
+
+class cluster : public ::testing::Test {
+protected:
+  void SetUp() override {
+    ::setenv("LOCKSTEP_CONTEXT", (tmp_ / "context.json").c_str(), 1);
+  }
+  void TearDown() override {
+    // Whatever happened, leave no processes behind.
+    run(tmp_, {"down"});
+    ::unsetenv("LOCKSTEP_CONTEXT");
+  }
+
+  result up(const std::string& config, const std::string& model,
+            std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"up",       config_path(config), "--model",
+                                  model,      "--db-root",
+                                  (tmp_ / "run").string(), "-o", "json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(tmp_, args);
+  }
+
+  nlohmann::json generate(std::vector<std::string> extra) {
+    std::vector<std::string> args{"generate", "-o", "json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run(tmp_, args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{};
+  }
+
+  nlohmann::json status() {
+    auto r = run(tmp_, {"status", "-o", "json"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{};
+  }
+
+  std::vector<int> pids() {
+    std::ifstream in{tmp_ / "context.json"};
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_object() ? j["pids"].get<std::vector<int>>()
+                         : std::vector<int>{};
+  }
+
+  temp_dir tmp_;
+};
+
+// Whether `pid` runs (an exited process not reaped yet does not).
+bool runs(int pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text;
+  if (!std::getline(stat, text))
+    return false;
+  auto paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() &&
+         text[paren + 2] != 'Z' && text[paren + 2] != 'X';
+}
+
+// Every used chip ran ops in every step the cluster ran.
+void expect_work_spread(const nlohmann::json& st) {
+  uint64_t steps = st["steps_run"];
+  EXPECT_GT(steps, 0u);
+  EXPECT_FALSE(st["chips"].empty());
+  for (const auto& c : st["chips"]) {
+    EXPECT_EQ(c["steps_run"].get<uint64_t>(), steps) << c.dump();
+    EXPECT_GE(c["ops_run"].get<uint64_t>(), steps) << c.dump();
+  }
+}
+
+TEST_F(cluster, local_8_is_bit_identical_to_the_reference) {
+  auto r = up("local-8", "tiny-8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto started = nlohmann::json::parse(r.out);
+  EXPECT_EQ(started["hosts"], 1);
+  // Greedy, then seeded sampling.
+  auto g = generate({"--prompt-tokens", "1,2,3", "--max-tokens", "12"});
+  auto want = reference("tiny-8", {0, {1, 2, 3}, 12, {}, 0});
+  EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens);
+  EXPECT_EQ(g["logits_sha256"], want.logits_sha256);
+  EXPECT_GT(g["ttft_ms"].get<double>(), 0.0);
+  EXPECT_GT(g["tokens_per_s"].get<double>(), 0.0);
+  auto s = generate({"--prompt-tokens", "7,7,1", "--max-tokens", "8", "--seed",
+                     "5", "--temperature", "0.8", "--top-k", "40", "--top-p",
+                     "0.9"});
+  auto want_s = reference("tiny-8", {0, {7, 7, 1}, 8, {5, 0.8f, 40, 0.9f}, 0});
+  EXPECT_EQ(s["tokens"].get<std::vector<int32_t>>(), want_s.tokens);
+  EXPECT_EQ(s["logits_sha256"], want_s.logits_sha256);
+  std::this_thread::sleep_for(1500ms); // a heartbeat with the counters
+  expect_work_spread(status());
+}
+
+TEST_F(cluster, local_64_in_8_processes_serves_concurrent_requests) {
+  auto r = up("local-64", "tiny-64", {"--batch", "2", "--context", "256"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto procs = pids();
+  EXPECT_EQ(procs.size(), 8u);
+  // Two requests at once, batched together; each equals its own reference.
+  auto g = generate({"--prompt-tokens", "1,2,3", "--prompt-tokens",
+                     "9,8,7,6,5", "--max-tokens", "6", "--seed", "3",
+                     "--temperature", "0.7"});
+  ASSERT_EQ(g["requests"].size(), 2u);
+  std::vector<model::generation_request> reqs{
+      {0, {1, 2, 3}, 6, {3, 0.7f, 0, 1.0f}, 0},
+      {0, {9, 8, 7, 6, 5}, 6, {3, 0.7f, 0, 1.0f}, 0}};
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto want = reference("tiny-64", reqs[i]);
+    EXPECT_EQ(g["requests"][i]["tokens"].get<std::vector<int32_t>>(),
+              want.tokens)
+        << i;
+    EXPECT_EQ(g["requests"][i]["logits_sha256"], want.logits_sha256) << i;
+  }
+  std::this_thread::sleep_for(1500ms);
+  auto st = status();
+  expect_work_spread(st);
+  EXPECT_EQ(st["hosts"].size(), 8u);
+  // Down: every process gone, the context removed.
+  auto d = run(tmp_, {"down"});
+  EXPECT_EQ(d.code, 0) << d.err;
+  for (int p : procs)
+    EXPECT_FALSE(runs(p)) << "pid " << p << " still runs";
+  EXPECT_FALSE(std::filesystem::exists(tmp_ / "context.json"));
+  // Each host's store holds its own chips' tiles only.
+  for (int h = 0; h < 8; ++h) {
+    auto db = storage::store::open(tmp_ / "run" / ("host-" + std::to_string(h)),
+                                   {.read_only = true});
+    ASSERT_TRUE(db) << render(db.error());
+    auto m = storage::read_manifest(**db);
+    ASSERT_TRUE(m && *m);
+    EXPECT_TRUE((*m)->partial) << "host " << h;
+    EXPECT_FALSE((*m)->shards.empty()) << "host " << h;
+  }
+}
+
+// Slot misses summed over every link of the cluster.
+uint64_t slot_misses(const nlohmann::json& st) {
+  uint64_t n = 0;
+  for (const auto& l : st["links"])
+    n += l["slot_misses"].get<uint64_t>();
+  return n;
+}
+
+// Paced: every transfer leaves in its slot of the shared clock. Slots of
+// 5 ms (8 chips in one process; 8 processes on 2 cores) leave room
+// for a loaded machine, so no slot may be missed; the outputs are the
+// reference's, bit for bit, and again after the cluster idled (the head
+// re-anchors the schedule).
+TEST_F(cluster, paced_local_8_is_bit_identical_and_misses_no_slot) {
+  auto r = up("local-8", "tiny-8", {"--slot-mode", "paced", "--slot-us", "5000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto want = reference("tiny-8", {0, {1, 2, 3}, 6, {}, 0});
+  for (int i = 0; i < 2; ++i) {
+    auto g = generate({"--prompt-tokens", "1,2,3", "--max-tokens", "6"});
+    EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens) << i;
+    EXPECT_EQ(g["logits_sha256"], want.logits_sha256) << i;
+    if (i == 0)
+      std::this_thread::sleep_for(1500ms); // idle, and a heartbeat
+  }
+  std::this_thread::sleep_for(1500ms);
+  auto st = status();
+  EXPECT_EQ(st["slot_mode"], "paced");
+  EXPECT_EQ(slot_misses(st), 0u);
+  expect_work_spread(st);
+}
+
+TEST_F(cluster, paced_local_64_is_bit_identical_and_misses_no_slot) {
+  auto r = up("local-64", "tiny-64",
+              {"--slot-mode", "paced", "--slot-us", "5000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto g = generate({"--prompt-tokens", "5,6", "--max-tokens", "3"});
+  auto want = reference("tiny-64", {0, {5, 6}, 3, {}, 0});
+  EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens);
+  EXPECT_EQ(g["logits_sha256"], want.logits_sha256);
+  std::this_thread::sleep_for(1500ms);
+  auto st = status();
+  EXPECT_EQ(slot_misses(st), 0u);
+  expect_work_spread(st);
+}
+
+// Late data is consumed, not dropped: with every send held 3 ms past its
+// 1 ms slot, transfers miss their slots (and are counted), and the tokens
+// and logits are still the reference's.
+TEST_F(cluster, paced_slot_misses_change_no_output) {
+  auto r = up("local-8", "tiny-8",
+              {"--slot-mode", "paced", "--slot-us", "1000",
+               "--inject-send-delay-us", "3000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto g = generate({"--prompt-tokens", "4,2", "--max-tokens", "4"});
+  auto want = reference("tiny-8", {0, {4, 2}, 4, {}, 0});
+  EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens);
+  EXPECT_EQ(g["logits_sha256"], want.logits_sha256);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_GT(slot_misses(status()), 0u);
+}
+
+// CPU seconds (user + system) a process has used, from /proc.
+double cpu_seconds(int pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text;
+  std::getline(stat, text);
+  auto paren = text.rfind(')');
+  if (paren == std::string::npos)
+    return 0;
+  std::istringstream rest{text.substr(paren + 2)};
+  std::string field;
+  double utime = 0, stime = 0;
+  // Fields 3.. after the name: utime and stime are fields 14 and 15.
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14)
+      utime = std::stod(field);
+    if (i == 15)
+      stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Nothing spins: an idle local-64 (8 processes, 62 chip actors, progress
+// threads, heartbeats) uses well under a tenth of one core in sum.
+TEST_F(cluster, an_idle_cluster_does_not_spin) {
+  auto r = up("local-64", "tiny-64");
+  ASSERT_EQ(r.code, 0) << r.err;
+  generate({"--prompt-tokens", "1", "--max-tokens", "2"}); // warm
+  std::this_thread::sleep_for(1s);
+  auto procs = pids();
+  ASSERT_EQ(procs.size(), 8u);
+  auto total = [&] {
+    double s = 0;
+    for (int p : procs)
+      s += cpu_seconds(p);
+    return s;
+  };
+  double before = total();
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(5s);
+  double wall = std::chrono::duration<double>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+  double percent = 100.0 * (total() - before) / wall;
+  EXPECT_LT(percent, 10.0) << "idle local-64 used " << percent
+                           << "% of one core";
+}
+
+TEST_F(cluster, refusals_are_clear_and_nothing_hangs) {
+  // No cluster: one line, non-zero, fast.
+  auto t0 = std::chrono::steady_clock::now();
+  auto g = run(tmp_, {"generate", "--prompt-tokens", "1"});
+  EXPECT_NE(g.code, 0);
+  EXPECT_NE(g.err.find("no cluster is up"), std::string::npos) << g.err;
+  auto st = run(tmp_, {"status"});
+  EXPECT_NE(st.code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  auto r = up("local-8", "tiny-8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Up while up is refused, naming the cluster.
+  auto again = up("local-8", "tiny-8");
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.err.find("local-8"), std::string::npos) << again.err;
+  // A host with a wrong token is refused, on both sides.
+  std::ifstream in{tmp_ / "context.json"};
+  auto ctx = nlohmann::json::parse(in);
+  auto log = tmp_ / "intruder.log";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("LOCKSTEP_CLUSTER_TOKEN", "not-the-token", 1);
+    std::freopen(log.c_str(), "w", stderr);
+    std::string daemon = std::filesystem::path{LOCKSTEP_CLI_PATH}
+                             .parent_path() /
+                         "lockstepd";
+    std::string cfg = config_path("local-8"), head = ctx["head"];
+    std::string db = (tmp_ / "intruder-db").string();
+    ::execl(daemon.c_str(), daemon.c_str(), "--config", cfg.c_str(),
+            "--rank", "0", "--head", head.c_str(), "--db", db.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status_code = 0;
+  ::waitpid(pid, &status_code, 0);
+  EXPECT_EQ(WEXITSTATUS(status_code), 2);
+  auto text = test::slurp(log);
+  EXPECT_NE(text.find("wrong cluster token"), std::string::npos) << text;
+  // A request the plan cannot serve: refused with exit 2, the cluster
+  // unharmed.
+  auto bad = run(tmp_, {"generate", "--prompt-tokens", "99999"});
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  auto good = generate({"--prompt-tokens", "1,2,3", "--max-tokens", "2"});
+  EXPECT_EQ(good["tokens"].size(), 2u);
+}
+
+} // namespace
+} // namespace lockstep
