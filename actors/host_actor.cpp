@@ -256,6 +256,7 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
     auto a = sram_arena::allocate(bytes);
     if (!a)
       return a.error();
+    (*a)->prefault(args_.config.is_host_node(n) ? bytes : p.usage[n].total());
     arenas_[n] = std::move(*a);
   }
   auto loaded = load_shards(p, args_.config, *ws, [&](uint32_t chip) {

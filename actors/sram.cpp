@@ -20,6 +20,10 @@ caf::expected<std::unique_ptr<sram_arena>> sram_arena::allocate(size_t bytes) {
       new sram_arena(static_cast<std::byte*>(p), size)};
 }
 
+void sram_arena::prefault(size_t bytes) noexcept {
+  std::memset(data_, 0, std::min(bytes, size_));
+}
+
 sram_arena::~sram_arena() {
   munmap(data_, size_);
 }

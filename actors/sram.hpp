@@ -3,7 +3,7 @@
 // A chip's SRAM in a host process, and filling it with the chip's weights.
 //
 // An arena is anonymous memory of the chip's SRAM size, zero until touched
-// (untouched SRAM costs no RAM), page-aligned (registrable by libfabric).
+// (untouched SRAM costs no RAM; a cluster host prefaults what its plan uses), page-aligned (registrable by libfabric).
 // Shards are read from the host's RocksDB store (every tile
 // checksum-verified) into the offsets the plan gives.
 
@@ -30,6 +30,11 @@ public:
   sram_arena& operator=(const sram_arena&) = delete;
 
   std::span<std::byte> bytes() const noexcept { return {data_, size_}; }
+
+  /// Maps the first `bytes` (clamped to the size) now, writing zeros: SRAM
+  /// the program uses must not page-fault on a chip's first step, where a
+  /// paced slot would pay for it. REQUIRES: nothing written there yet.
+  void prefault(size_t bytes) noexcept;
 
 private:
   sram_arena(std::byte* data, size_t size)
