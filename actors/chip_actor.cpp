@@ -3,7 +3,19 @@
 #include "actors/detail/local_routes.hpp"
 #include "transport/host_transport.hpp"
 
+#include <ctime>
+
 namespace lockstep::actors {
+
+namespace {
+
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
+}
+
+} // namespace
 
 chip_actor::chip_actor(caf::actor_config& cfg, chip_actor_args args)
     : caf::event_based_actor(cfg)
@@ -54,7 +66,11 @@ void chip_actor::advance() {
     uint32_t id = ops[next_];
     if (!args_.executor->ready(id, step_))
       return; // an arrival will call again
-    if (auto err = args_.executor->run(id, step_)) {
+    uint64_t t0 = thread_cpu_ns();
+    auto err = args_.executor->run(id, step_);
+    args_.figures->kernel_ns.fetch_add(thread_cpu_ns() - t0,
+                                       std::memory_order_relaxed);
+    if (err) {
       failed_ = true;
       anon_send(args_.host, failed{render(err)});
       return;

@@ -31,6 +31,10 @@ namespace lockstep::actors {
 struct chip_figures {
   std::atomic<uint64_t> ops_run{0};
   std::atomic<uint64_t> steps_run{0};
+  /// Thread CPU time spent in the executor's ops (kernels and their
+  /// bookkeeping), not in sends or messaging: beside the process's CPU
+  /// time it shows what the runtime costs per op (scripts/calibrate-local.sh).
+  std::atomic<uint64_t> kernel_ns{0};
 };
 
 struct chip_actor_args {

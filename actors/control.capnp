@@ -57,6 +57,7 @@ struct ChipCounters {
   opsRun @1 :UInt64;
   stepsRun @2 :UInt64;
   sramBytes @3 :UInt64;        # the chip's arena
+  kernelNs @4 :UInt64;         # thread CPU time in its ops' kernels
 }
 struct LinkCounters {
   link @0 :Text;               # "h3.c5->h4.c0"
@@ -72,6 +73,7 @@ struct Heartbeat {
   chips @1 :List(ChipCounters);
   links @2 :List(LinkCounters);
   log @3 :Text;                # where this host logs
+  cpuNs @4 :UInt64;            # CPU time of the whole process so far
 }
 
 # --- Clients -----------------------------------------------------------------

@@ -127,10 +127,12 @@ void coordinator::on_message(uint64_t conn, detail::control_message& msg) {
       return;
     auto& h = it->second;
     h.log = hb.getLog().cStr();
+    h.cpu_ns = hb.getCpuNs();
     h.chips.clear();
     for (auto c : hb.getChips())
       h.chips.push_back({c.getChip().cStr(),
-                         {c.getOpsRun(), c.getStepsRun(), c.getSramBytes()}});
+                         {c.getOpsRun(), c.getStepsRun(), c.getSramBytes(),
+                          c.getKernelNs()}});
     h.links.clear();
     for (auto l : hb.getLinks())
       h.links.push_back({l.getLink().cStr(),
@@ -197,7 +199,7 @@ void coordinator::on_join(uint64_t conn, schema::Join::Reader j) {
   if (auto it = hosts_.find(rank);
       it != hosts_.end() && it->second.connection != 0)
     return refuse("rank " + std::to_string(rank) + " has joined already");
-  hosts_[rank] = {conn, j.getPid(), false, "", {}, {}};
+  hosts_[rank] = {conn, j.getPid(), false, "", 0, {}, {}};
   envelope e;
   e.root().initJoinReply().setOk(true);
   hub_->send(conn, e.builder());
@@ -379,13 +381,15 @@ std::string coordinator::status_json() const {
                      {"pid", h.pid},
                      {"ready", h.ready},
                      {"connected", h.connection != 0},
+                     {"cpu_ns", h.cpu_ns},
                      {"log", h.log}});
     for (const auto& [name, v] : h.chips)
       chips.push_back({{"chip", name},
                        {"host", rank},
                        {"ops_run", v[0]},
                        {"steps_run", v[1]},
-                       {"sram_bytes", v[2]}});
+                       {"sram_bytes", v[2]},
+                       {"kernel_ns", v[3]}});
     for (const auto& [name, v] : h.links)
       links.push_back({{"link", name},
                        {"bytes_sent", v[0]},

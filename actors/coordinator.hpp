@@ -59,6 +59,7 @@ private:
     uint32_t pid = 0;
     bool ready = false;
     std::string log;
+    uint64_t cpu_ns = 0; // the process's CPU time at its last heartbeat
     std::vector<std::pair<std::string, std::vector<uint64_t>>> chips;
     std::vector<std::pair<std::string, std::vector<uint64_t>>> links;
   };

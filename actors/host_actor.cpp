@@ -8,6 +8,7 @@
 #include "transport/host_transport.hpp"
 #include "transport/rendezvous.hpp"
 
+#include <ctime>
 #include <caf/send.hpp>
 
 #include <condition_variable>
@@ -399,6 +400,9 @@ void host_actor::send_heartbeat() {
   auto hb = e.root().initHeartbeat();
   hb.setRank(args_.rank);
   hb.setLog(args_.log);
+  timespec cpu{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  hb.setCpuNs(uint64_t(cpu.tv_sec) * 1'000'000'000 + uint64_t(cpu.tv_nsec));
   auto chips = hb.initChips(static_cast<unsigned>(figures_.size()));
   size_t i = 0;
   for (const auto& [n, f] : figures_) {
@@ -406,6 +410,7 @@ void host_actor::send_heartbeat() {
     chips[i].setOpsRun(f->ops_run.load(std::memory_order_relaxed));
     chips[i].setStepsRun(f->steps_run.load(std::memory_order_relaxed));
     chips[i].setSramBytes(arenas_[n]->bytes().size());
+    chips[i].setKernelNs(f->kernel_ns.load(std::memory_order_relaxed));
     ++i;
   }
   if (transport_) {

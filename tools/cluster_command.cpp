@@ -311,15 +311,22 @@ int run_status(const std::string& cluster, const std::string& format) {
                 h["pid"].get<uint32_t>(),
                 h["ready"].get<bool>() ? "ready   " : "starting",
                 h["log"].get<std::string>().c_str());
-  uint64_t ops = 0, bytes = 0;
-  for (const auto& c : j["chips"])
+  uint64_t ops = 0, bytes = 0, kernel_ns = 0, cpu_ns = 0;
+  for (const auto& c : j["chips"]) {
     ops += c["ops_run"].get<uint64_t>();
+    kernel_ns += c.value("kernel_ns", uint64_t{0});
+  }
+  for (const auto& h : j["hosts"])
+    cpu_ns += h.value("cpu_ns", uint64_t{0});
   for (const auto& l : j["links"])
     bytes += l["bytes_sent"].get<uint64_t>();
   std::printf("chips      %zu running, %llu ops run; links %zu, %llu bytes "
               "sent (-o json: per chip and per link)\n",
               j["chips"].size(), static_cast<unsigned long long>(ops),
               j["links"].size(), static_cast<unsigned long long>(bytes));
+  std::printf("cpu        %.2f s in the host processes since start-up, "
+              "%.2f s of it in the chips' ops\n",
+              cpu_ns * 1e-9, kernel_ns * 1e-9);
   return exit_ok;
 }
 
