@@ -21,5 +21,8 @@ int run_simulate(int argc, char** argv);
 #ifdef LOCKSTEP_BENCH_CLUSTER
 int run_cluster(int argc, char** argv);
 #endif
+#ifdef LOCKSTEP_BENCH_CALIBRATE
+int run_calibrate(int argc, char** argv);
+#endif
 
 } // namespace lockstep::bench

@@ -582,10 +582,18 @@ caf::expected<cluster_config> parse_cluster_config(std::string_view yaml,
   c.file = std::move(file);
   reader r{root, "", &c.file};
   if (auto err = r.expect_map(
-          {"name", "chip_profile", "link_profiles", "topology", "transport"}))
+          {"name", "machine", "chip_profile", "link_profiles", "topology",
+           "transport"}))
     return err;
   LOCKSTEP_TRY(name, r.text("name"));
   c.name = name;
+  if (root["machine"]) {
+    auto mr = r.sub("machine");
+    if (auto err = mr.expect_map({"cores"}))
+      return err;
+    LOCKSTEP_TRY(cores, mr.integer("cores", 1, 4096));
+    c.machine_cores = static_cast<uint32_t>(cores);
+  }
   LOCKSTEP_TRY(chip, read_chip_profile(r.sub("chip_profile")));
   c.chip = chip;
   if (auto err = read_link_profiles(r.sub("link_profiles"), c))
@@ -647,6 +655,7 @@ std::string canonical_form(const cluster_config& c) {
   os << "chip " << p.sram_bytes << ' ' << p.flops_f32 << ' ' << p.flops_f16
      << ' ' << p.flops_int8 << ' ' << p.sram_bytes_per_s << ' ' << p.c2c_ports
      << ' ' << p.op_overhead_ns << '\n';
+  os << "machine_cores " << c.machine_cores << '\n';
   for (const auto& l : c.link_profiles)
     os << "profile " << l.bytes_per_s << ' ' << l.latency_ns << '\n';
   os << "hosts";

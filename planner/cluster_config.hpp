@@ -67,6 +67,11 @@ struct cluster_config {
   uint8_t host_link = 0;        // index into link_profiles: chip <-> host
   std::vector<uint32_t> spares; // flat chip ids kept free for re-plans
   uint32_t chips_per_node = 0;  // locality unit (a fully connected node)
+  /// 0: every chip computes on hardware of its own (real chips). N > 0: all
+  /// chips of the config run on one machine's N CPU cores (local clusters),
+  /// so at most N compute at once; the chip profile's figures are then one
+  /// core's, measured while every core works (scripts/calibrate-local.sh).
+  uint32_t machine_cores = 0;
   transport::transport_settings transport;
 
   uint32_t chip_count() const {

@@ -35,8 +35,11 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
     return out;
   // Who ran just before each op on its chip and each transfer on its link.
   std::map<uint32_t, std::vector<uint32_t>> by_chip, by_link;
-  for (const auto& o : prog.ops)
+  std::vector<uint32_t> all_ops;
+  for (const auto& o : prog.ops) {
     by_chip[o.chip].push_back(o.id);
+    all_ops.push_back(o.id);
+  }
   for (const auto& t : prog.transfers)
     by_link[t.link].push_back(t.id);
   auto op_end = [&](uint32_t i) {
@@ -77,6 +80,9 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
         inputs.push_back({false, t});
       if (auto prev = before(by_chip[o.chip], start, op_end); prev != no_id)
         inputs.push_back({true, prev}); // the chip was busy
+      if (config.machine_cores > 0)
+        if (auto prev = before(all_ops, start, op_end); prev != no_id)
+          inputs.push_back({true, prev}); // every core was busy
     } else {
       const auto& t = prog.transfers[at.id];
       ++out.hops;
@@ -111,6 +117,20 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
     at = next;
   }
   return out;
+}
+
+step_work step_work_of(const plan& p, const cluster_config& config) {
+  step_work w;
+  for (const auto& o : p.decode.ops) {
+    if (config.is_host_node(o.chip))
+      continue;
+    double overhead_ns =
+        std::min<double>(double(config.chip.op_overhead_ns), o.duration_ns);
+    w.op_overhead_us += overhead_ns / 1000.0;
+    w.kernel_us += (o.duration_ns - overhead_ns) / 1000.0;
+    ++w.ops;
+  }
+  return w;
 }
 
 } // namespace lockstep::planner

@@ -32,4 +32,16 @@ struct critical_path {
 /// `config`). Zero if the plan has no sample.
 critical_path critical_path_of(const plan& p, const cluster_config& config);
 
+/// The compute time one decode step asks of the chips (host endpoints'
+/// ops not included), summed over their ops: on a machine whose chips
+/// share `machine_cores` cores, a step takes at least this / cores.
+/// scripts/calibrate-local.sh compares `kernel_us` with the kernel CPU a
+/// running cluster measures.
+struct step_work {
+  double kernel_us = 0;      // max(SRAM bytes, FLOPs) time
+  double op_overhead_us = 0; // the profile's fixed op overhead
+  uint32_t ops = 0;
+};
+step_work step_work_of(const plan& p, const cluster_config& config);
+
 } // namespace lockstep::planner

@@ -156,6 +156,14 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
                link_busy.empty()
                    ? 0
                    : *std::max_element(link_busy.begin(), link_busy.end()));
+  // Chips sharing a machine's cores: all their work passes through them.
+  if (config.machine_cores > 0) {
+    uint64_t work = 0;
+    for (auto b : chip_busy)
+      work += b;
+    busiest = std::max<uint64_t>(
+        busiest, (work + config.machine_cores - 1) / config.machine_cores);
+  }
   double period_us = std::max(pr.token_latency_us, busiest * slot_us);
   pr.aggregate_tokens_per_s = period_us > 0 ? p.batch * 1e6 / period_us : 0;
   pr.link_utilisation =
@@ -200,8 +208,11 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
   uint32_t usable =
       config.chip_count() -
       static_cast<uint32_t>(config.spares.size() + p.failed_chips.size());
+  // On a shared machine no more chips compute at once than it has cores.
+  uint32_t computing =
+      config.machine_cores > 0 ? std::min(usable, config.machine_cores) : usable;
   pr.lower_bound_token_latency_us = lower_bound_token_latency_us(
-      p.spec, p.context, usable, config.chip, fastest);
+      p.spec, p.context, computing, config.chip, fastest);
 }
 
 // `p` with placement `pl` recorded, its weights placed and its decode

@@ -7,7 +7,7 @@ pkgs=(
   libcaf-dev capnproto libcapnp-dev libfabric-dev libfabric-bin
   librocksdb-dev libgtest-dev libgmock-dev libbenchmark-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
-  libsodium-dev libxxhash-dev
+  libsodium-dev libxxhash-dev jq
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -42,6 +42,12 @@ nlohmann::json critical_json(const planner::critical_path& c) {
           {"hops", c.hops}};
 }
 
+nlohmann::json work_json(const planner::step_work& w) {
+  return {{"kernel_us", w.kernel_us},
+          {"op_overhead_us", w.op_overhead_us},
+          {"ops", w.ops}};
+}
+
 nlohmann::json predicted_json(const planner::predictions& p) {
   return {{"token_latency_us", p.token_latency_us},
           {"tokens_per_s_per_user", p.tokens_per_s_per_user},
@@ -132,6 +138,7 @@ int run_plan(const plan_cli_options& o) {
           .count();
   const auto& p = result.p;
   auto path = planner::critical_path_of(p, *config);
+  auto work = planner::step_work_of(p, *config);
   auto hash = planner::plan_hash(*config, p);
   if (!o.trace.empty()) {
     std::ofstream out{o.trace};
@@ -194,6 +201,7 @@ int run_plan(const plan_cli_options& o) {
                      {"cache", cache_state},
                      {"predicted", predicted_json(p.predicted)},
                      {"critical_path", critical_json(path)},
+                     {"step_work", work_json(work)},
                      {"replanned", moves_json}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -234,6 +242,14 @@ int run_plan(const plan_cli_options& o) {
                 path.total_us(), path.compute_us, path.op_overhead_us,
                 path.link_latency_us, path.link_bytes_us, path.rounding_us,
                 path.ops, path.hops);
+    std::printf("work       %.1f us of kernels + %.1f us of op overhead per "
+                "decode step, over %u chip ops%s\n",
+                work.kernel_us, work.op_overhead_us, work.ops,
+                config->machine_cores > 0
+                    ? (" sharing " + std::to_string(config->machine_cores) +
+                       " cores")
+                          .c_str()
+                    : "");
     std::printf("usage      links %.1f%% busy, SRAM %.1f%% full\n",
                 100 * pr.link_utilisation, 100 * pr.sram_utilisation);
     for (const auto& m : moves)

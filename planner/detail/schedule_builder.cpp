@@ -1,6 +1,7 @@
 #include "planner/detail/schedule_builder.hpp"
 
 #include "model/shard_ops.hpp"
+#include "planner/detail/core_timeline.hpp"
 #include "planner/cost_model.hpp"
 #include "transport/payload_frame.hpp"
 
@@ -42,7 +43,8 @@ public:
       , cfg_(in.topo->config())
       , slot_ns_(cfg_.transport.slot_ns)
       , chip_free_(cfg_.node_count(), 0)
-      , link_free_(topo_.directed_link_count(), 0) {
+      , link_free_(topo_.directed_link_count(), 0)
+      , cores_(cfg_.machine_cores) {
     const auto& shards = in.placed->shards;
     for (uint32_t i = 0; i < shards.size(); ++i)
       shard_index_[key(shards[i].chip, shards[i].tensor.layer,
@@ -131,6 +133,8 @@ private:
     }
     for (auto& shape : outputs)
       o.outputs.push_back({0, shape});
+    // On a shared machine the op also needs one of its cores.
+    ready = cores_.book(ready, o.duration_slots);
     o.start_slot = ready;
     chip_free_[chip] = ready + o.duration_slots;
     p_.ops.push_back(std::move(o));
@@ -254,6 +258,7 @@ private:
   uint64_t slot_ns_;
   std::vector<uint32_t> chip_free_; // by node
   std::vector<uint32_t> link_free_;
+  core_timeline cores_;
   std::vector<buffer_shape> tr_shape_; // by transfer: what it carries
   std::unordered_map<uint64_t, uint32_t> shard_index_;
   std::unordered_map<uint64_t, uint32_t> kv_index_;

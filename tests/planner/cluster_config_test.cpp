@@ -161,6 +161,41 @@ TEST(cluster_config, errors_name_file_key_path_and_problem) {
   EXPECT_EQ(lockstep::kind_of(file.error()), error_kind::invalid_input);
 }
 
+// machine: the cores a local cluster's chips share. Optional (real chips
+// compute on their own hardware); when present, checked like every figure.
+TEST(cluster_config, machine_cores_are_optional_and_checked) {
+  auto none = parse_cluster_config(minimal, "test.yaml");
+  ASSERT_TRUE(none) << render(none.error());
+  EXPECT_EQ(none->machine_cores, 0u);
+  auto two = parse_cluster_config(
+      replace(minimal, "chip_profile:", "machine: {cores: 2}\nchip_profile:"),
+      "test.yaml");
+  ASSERT_TRUE(two) << render(two.error());
+  EXPECT_EQ(two->machine_cores, 2u);
+  EXPECT_NE(canonical_form(*none), canonical_form(*two))
+      << "the cores change plans, so plan hashes";
+  auto zero = error_of(
+      replace(minimal, "chip_profile:", "machine: {cores: 0}\nchip_profile:"));
+  EXPECT_NE(zero.find("test.yaml: machine.cores"), std::string::npos) << zero;
+  auto text = error_of(replace(minimal, "chip_profile:",
+                               "machine: {cores: many}\nchip_profile:"));
+  EXPECT_NE(text.find("machine.cores"), std::string::npos) << text;
+  auto unknown = error_of(replace(minimal, "chip_profile:",
+                                  "machine: {cores: 2, gpus: 1}\nchip_profile:"));
+  EXPECT_NE(unknown.find("machine.gpus: unknown key"), std::string::npos)
+      << unknown;
+  for (auto name : {"local-8", "local-64", "local-512", "local-1500"}) {
+    auto c = load_cluster_config(config_path(name));
+    ASSERT_TRUE(c) << render(c.error());
+    EXPECT_GT(c->machine_cores, 0u) << name << ": chips on one machine";
+  }
+  for (auto name : {"groq-64", "groq-576"}) {
+    auto c = load_cluster_config(config_path(name));
+    ASSERT_TRUE(c) << render(c.error());
+    EXPECT_EQ(c->machine_cores, 0u) << name << ": every LPU computes alone";
+  }
+}
+
 TEST(cluster_config, impossible_dragonfly_is_rejected) {
   auto groq = load_cluster_config(config_path("groq-64"));
   ASSERT_TRUE(groq);
