@@ -19,7 +19,8 @@ uint64_t thread_cpu_ns() {
 
 chip_actor::chip_actor(caf::actor_config& cfg, chip_actor_args args)
     : caf::event_based_actor(cfg)
-    , args_(std::move(args)) {
+    , args_(std::move(args))
+    , sample_state_(0x9E3779B97F4A7C15ull * (args_.executor->node() + 1)) {
   // Which transfers leave when each op of this chip has run: the first
   // hops (and relay hops) whose producer it is.
   const auto& prog = args_.executor->program();
@@ -41,10 +42,25 @@ void chip_actor::on_exit() {
 caf::behavior chip_actor::make_behavior() {
   return {
       [this](const arrived& a) {
+        // A sampled handler times its ops too, so that handler - kernel
+        // comes from the same calls.
+        timing_ = sample_cpu();
+        uint64_t t0 = timing_ ? thread_cpu_ns() : 0;
         args_.executor->note_arrival(a.transfer, a.step);
         advance();
+        if (timing_)
+          args_.figures->handler_ns.fetch_add(
+              (thread_cpu_ns() - t0) * cpu_sample_every,
+              std::memory_order_relaxed);
       },
   };
+}
+
+bool chip_actor::sample_cpu() {
+  sample_state_ ^= sample_state_ << 13;
+  sample_state_ ^= sample_state_ >> 7;
+  sample_state_ ^= sample_state_ << 17;
+  return sample_state_ % cpu_sample_every == 0;
 }
 
 void chip_actor::advance() {
@@ -66,10 +82,12 @@ void chip_actor::advance() {
     uint32_t id = ops[next_];
     if (!args_.executor->ready(id, step_))
       return; // an arrival will call again
-    uint64_t t0 = thread_cpu_ns();
+    uint64_t t0 = timing_ ? thread_cpu_ns() : 0;
     auto err = args_.executor->run(id, step_);
-    args_.figures->kernel_ns.fetch_add(thread_cpu_ns() - t0,
-                                       std::memory_order_relaxed);
+    if (timing_)
+      args_.figures->kernel_ns.fetch_add(
+          (thread_cpu_ns() - t0) * cpu_sample_every,
+          std::memory_order_relaxed);
     if (err) {
       failed_ = true;
       anon_send(args_.host, failed{render(err)});

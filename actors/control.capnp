@@ -58,6 +58,7 @@ struct ChipCounters {
   stepsRun @2 :UInt64;
   sramBytes @3 :UInt64;        # the chip's arena
   kernelNs @4 :UInt64;         # thread CPU time in its ops' kernels
+  handlerNs @5 :UInt64;        # thread CPU time in its handlers (ops, sends)
 }
 struct LinkCounters {
   link @0 :Text;               # "h3.c5->h4.c0"

@@ -132,7 +132,7 @@ void coordinator::on_message(uint64_t conn, detail::control_message& msg) {
     for (auto c : hb.getChips())
       h.chips.push_back({c.getChip().cStr(),
                          {c.getOpsRun(), c.getStepsRun(), c.getSramBytes(),
-                          c.getKernelNs()}});
+                          c.getKernelNs(), c.getHandlerNs()}});
     h.links.clear();
     for (auto l : hb.getLinks())
       h.links.push_back({l.getLink().cStr(),
@@ -389,7 +389,8 @@ std::string coordinator::status_json() const {
                        {"ops_run", v[0]},
                        {"steps_run", v[1]},
                        {"sram_bytes", v[2]},
-                       {"kernel_ns", v[3]}});
+                       {"kernel_ns", v[3]},
+                       {"handler_ns", v[4]}});
     for (const auto& [name, v] : h.links)
       links.push_back({{"link", name},
                        {"bytes_sent", v[0]},

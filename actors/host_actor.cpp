@@ -411,6 +411,7 @@ void host_actor::send_heartbeat() {
     chips[i].setStepsRun(f->steps_run.load(std::memory_order_relaxed));
     chips[i].setSramBytes(arenas_[n]->bytes().size());
     chips[i].setKernelNs(f->kernel_ns.load(std::memory_order_relaxed));
+    chips[i].setHandlerNs(f->handler_ns.load(std::memory_order_relaxed));
     ++i;
   }
   if (transport_) {

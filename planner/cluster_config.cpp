@@ -234,11 +234,16 @@ caf::error read_link_profiles(const reader& r, cluster_config& c) {
   for (const auto& kv : r.node()) {
     auto name = kv.first.as<std::string>();
     reader lr{kv.second, r.join(name), &r.file()};
-    if (auto err = lr.expect_map({"bytes_per_s", "latency_ns"}))
+    if (auto err = lr.expect_map({"bytes_per_s", "latency_ns", "cpu_ns"}))
       return err;
     LOCKSTEP_TRY(bw, lr.number("bytes_per_s", 1));
     LOCKSTEP_TRY(lat, lr.integer("latency_ns", 0, 1'000'000'000));
-    c.link_profiles.push_back({name, bw, lat});
+    uint64_t cpu = 0;
+    if (kv.second["cpu_ns"]) {
+      LOCKSTEP_TRY(cpu_value, lr.integer("cpu_ns", 0, 1'000'000'000));
+      cpu = cpu_value;
+    }
+    c.link_profiles.push_back({name, bw, lat, cpu});
   }
   if (c.link_profiles.size() > 255)
     return r.error("", "at most 255 link profiles");
@@ -657,7 +662,8 @@ std::string canonical_form(const cluster_config& c) {
      << ' ' << p.op_overhead_ns << '\n';
   os << "machine_cores " << c.machine_cores << '\n';
   for (const auto& l : c.link_profiles)
-    os << "profile " << l.bytes_per_s << ' ' << l.latency_ns << '\n';
+    os << "profile " << l.bytes_per_s << ' ' << l.latency_ns << ' '
+       << l.cpu_ns << '\n';
   os << "hosts";
   for (auto n : c.chips_per_host)
     os << ' ' << n;

@@ -44,6 +44,10 @@ struct link_profile {
   std::string name;
   double bytes_per_s = 0;
   uint64_t latency_ns = 0;
+  /// CPU time one transfer costs the machine's cores besides the chips'
+  /// own (progress threads posting and reaping it); optional, used only with
+  /// machine_cores > 0 (a local cluster's cross-process links).
+  uint64_t cpu_ns = 0;
 };
 
 /// An undirected link (usable in both directions): chip to chip, or a chip

@@ -130,6 +130,14 @@ step_work step_work_of(const plan& p, const cluster_config& config) {
     w.kernel_us += (o.duration_ns - overhead_ns) / 1000.0;
     ++w.ops;
   }
+  if (config.machine_cores > 0) {
+    topology topo{config};
+    for (const auto& t : p.decode.transfers)
+      if (uint64_t cpu = topo.profile(t.link).cpu_ns; cpu > 0) {
+        w.transfer_cpu_us += cpu / 1000.0;
+        ++w.cpu_transfers;
+      }
+  }
   return w;
 }
 

@@ -18,7 +18,9 @@ struct critical_path {
   double link_latency_us = 0; // transfers: per-hop latency
   double link_bytes_us = 0;   // transfers: bytes / bandwidth
   double rounding_us = 0;     // ops and transfers rounded up to whole slots
-  double waiting_us = 0;      // idle gaps (none in a list schedule)
+  double waiting_us = 0;      // idle gaps: none in a list schedule, but on a
+                              // shared machine an op may wait for a core
+                              // that a transfer's CPU (cpu_ns) holds
   uint32_t ops = 0;           // ops on the path
   uint32_t hops = 0;          // transfers on the path
   uint32_t compute_ops = 0;   // attention/mlp/lm_head ops on the path
@@ -38,9 +40,11 @@ critical_path critical_path_of(const plan& p, const cluster_config& config);
 /// scripts/calibrate-local.sh compares `kernel_us` with the kernel CPU a
 /// running cluster measures.
 struct step_work {
-  double kernel_us = 0;      // max(SRAM bytes, FLOPs) time
-  double op_overhead_us = 0; // the profile's fixed op overhead
+  double kernel_us = 0;       // max(SRAM bytes, FLOPs) time
+  double op_overhead_us = 0;  // the profile's fixed op overhead
+  double transfer_cpu_us = 0; // link profiles' cpu_ns (machine_cores > 0)
   uint32_t ops = 0;
+  uint32_t cpu_transfers = 0; // transfers on links with a cpu_ns
 };
 step_work step_work_of(const plan& p, const cluster_config& config);
 

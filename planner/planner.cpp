@@ -161,6 +161,9 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
     uint64_t work = 0;
     for (auto b : chip_busy)
       work += b;
+    for (const auto& t : d.transfers)
+      if (uint64_t cpu = topo.profile(t.link).cpu_ns; cpu > 0)
+        work += 2 * to_slots(cpu / 2, p.slot_ns); // as the builder books it
     busiest = std::max<uint64_t>(
         busiest, (work + config.machine_cores - 1) / config.machine_cores);
   }

@@ -45,7 +45,9 @@ nlohmann::json critical_json(const planner::critical_path& c) {
 nlohmann::json work_json(const planner::step_work& w) {
   return {{"kernel_us", w.kernel_us},
           {"op_overhead_us", w.op_overhead_us},
-          {"ops", w.ops}};
+          {"transfer_cpu_us", w.transfer_cpu_us},
+          {"ops", w.ops},
+          {"cpu_transfers", w.cpu_transfers}};
 }
 
 nlohmann::json predicted_json(const planner::predictions& p) {
@@ -242,9 +244,10 @@ int run_plan(const plan_cli_options& o) {
                 path.total_us(), path.compute_us, path.op_overhead_us,
                 path.link_latency_us, path.link_bytes_us, path.rounding_us,
                 path.ops, path.hops);
-    std::printf("work       %.1f us of kernels + %.1f us of op overhead per "
-                "decode step, over %u chip ops%s\n",
-                work.kernel_us, work.op_overhead_us, work.ops,
+    std::printf("work       %.1f us of kernels + %.1f us of op overhead + "
+                "%.1f us of transfer CPU per decode step, over %u chip ops%s\n",
+                work.kernel_us, work.op_overhead_us, work.transfer_cpu_us,
+                work.ops,
                 config->machine_cores > 0
                     ? (" sharing " + std::to_string(config->machine_cores) +
                        " cores")

@@ -141,6 +141,19 @@ private:
     return p_.ops.back().id;
   }
 
+  // On a shared machine a transfer's own CPU (the link profile's cpu_ns:
+  // progress threads posting it, then reaping it and waking the receiver)
+  // takes a core too, half at each end; it delays no op directly, it only
+  // leaves the cores less time.
+  void book_transfer_cpu(uint32_t link, uint32_t start, uint32_t end) {
+    uint64_t cpu_ns = topo_.profile(link).cpu_ns;
+    if (cfg_.machine_cores == 0 || cpu_ns == 0)
+      return;
+    uint32_t half = to_slots(cpu_ns / 2, slot_ns_);
+    cores_.book(start, half);
+    cores_.book(end, half);
+  }
+
   std::vector<uint32_t> earliest_route(uint32_t src, uint32_t dst,
                                        uint64_t bytes, uint32_t ready,
                                        bool& ok);
@@ -181,6 +194,7 @@ private:
           to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
       t.start_slot = std::max(op_end(from.op), link_free_[d]);
       link_free_[d] = t.start_slot + t.duration_slots;
+      book_transfer_cpu(d, t.start_slot, t.start_slot + t.duration_slots);
       t.after_op = from.op;
       t.src_output = from.output;
       t.after_transfer = prev_tr;

@@ -184,6 +184,20 @@ TEST(cluster_config, machine_cores_are_optional_and_checked) {
                                   "machine: {cores: 2, gpus: 1}\nchip_profile:"));
   EXPECT_NE(unknown.find("machine.gpus: unknown key"), std::string::npos)
       << unknown;
+  // A link's CPU per transfer (cpu_ns) is optional too.
+  EXPECT_EQ(none->link_profiles[0].cpu_ns, 0u);
+  auto cpu = parse_cluster_config(
+      replace(minimal, "l: {bytes_per_s: 1e9, latency_ns: 100}",
+              "l: {bytes_per_s: 1e9, latency_ns: 100, cpu_ns: 4000}"),
+      "test.yaml");
+  ASSERT_TRUE(cpu) << render(cpu.error());
+  EXPECT_EQ(cpu->link_profiles[0].cpu_ns, 4000u);
+  EXPECT_NE(canonical_form(*none), canonical_form(*cpu));
+  auto bad_cpu = error_of(
+      replace(minimal, "l: {bytes_per_s: 1e9, latency_ns: 100}",
+              "l: {bytes_per_s: 1e9, latency_ns: 100, cpu_ns: -1}"));
+  EXPECT_NE(bad_cpu.find("link_profiles.l.cpu_ns"), std::string::npos)
+      << bad_cpu;
   for (auto name : {"local-8", "local-64", "local-512", "local-1500"}) {
     auto c = load_cluster_config(config_path(name));
     ASSERT_TRUE(c) << render(c.error());
