@@ -62,8 +62,10 @@ public:
   /// (docs/transport.md): 8 idle shm hosts cost ~0.5% of one core in sum.
   static constexpr int64_t max_sleep_ns = 4'000'000;
   /// Even with a descriptor, wake this often: a missed provider signal
-  /// costs at most this much latency, not a hang.
-  static constexpr int64_t max_block_ns = 100'000'000;
+  /// costs at most this much latency, not a hang. (At 100 ms the wake-ups
+  /// alone were most of an idle local-64's CPU on a VM, where a futex
+  /// syscall costs tens of microseconds.)
+  static constexpr int64_t max_block_ns = 1'000'000'000;
 
   static caf::expected<progress_waiter> create();
   progress_waiter() = default;
