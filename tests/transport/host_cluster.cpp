@@ -10,16 +10,6 @@ namespace lockstep::transport::test {
 
 using namespace std::chrono_literals;
 
-transport_settings settings(const char* provider, slot_mode mode,
-                            uint64_t slot_us, uint64_t hard_timeout_ms) {
-  transport_settings s;
-  s.provider = provider;
-  s.mode = mode;
-  s.slot_ns = slot_us * 1000;
-  s.hard_timeout_ns = hard_timeout_ms * 1'000'000;
-  return s;
-}
-
 namespace {
 
 int host_main(uint32_t host, const run_config& cfg,

@@ -17,19 +17,6 @@
 
 namespace lockstep::transport::test {
 
-#define CHILD_CHECK(cond, code, ...)                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "host %u: check failed (%s): ", host, #cond);       \
-      std::fprintf(stderr, __VA_ARGS__);                                       \
-      std::fprintf(stderr, "\n");                                              \
-      return code;                                                             \
-    }                                                                          \
-  } while (false)
-
-transport_settings settings(const char* provider, slot_mode mode,
-                            uint64_t slot_us, uint64_t hard_timeout_ms);
-
 struct run_config {
   std::vector<std::byte> table;
   transport_settings settings;

@@ -10,6 +10,17 @@
 
 namespace lockstep::transport::test {
 
+transport_settings settings(const char* provider, slot_mode mode,
+                            uint64_t slot_us, uint64_t hard_timeout_ms) {
+  transport_settings s;
+  s.provider = provider;
+  s.mode = mode;
+  s.slot_ns = slot_us * 1000;
+  s.hard_timeout_ns = hard_timeout_ms * 1'000'000;
+  return s;
+}
+
+
 std::vector<int> run_hosts(uint32_t hosts,
                            const std::function<int(uint32_t)>& body,
                            std::chrono::seconds timeout,

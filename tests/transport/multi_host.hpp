@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -69,5 +70,21 @@ std::vector<std::string> shm_segments_of(const std::vector<int>& pids);
 
 /// Prints `what: render(err)` to stderr and returns `code`.
 int fail(const std::string& what, const caf::error& err, int code = 1);
+
+/// In a host's child process (where `host` names it): returns `code` with
+/// a line naming the failed condition unless `cond` holds.
+#define CHILD_CHECK(cond, code, ...)                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::fprintf(stderr, "host %u: check failed (%s): ", host, #cond);       \
+      std::fprintf(stderr, __VA_ARGS__);                                       \
+      std::fprintf(stderr, "\n");                                              \
+      return code;                                                             \
+    }                                                                          \
+  } while (false)
+
+/// Transport settings for the tests' clusters.
+transport_settings settings(const char* provider, slot_mode mode,
+                            uint64_t slot_us, uint64_t hard_timeout_ms);
 
 } // namespace lockstep::transport::test

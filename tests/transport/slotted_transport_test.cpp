@@ -19,26 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-#define CHILD_CHECK(cond, code, ...)                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "host %u: check failed (%s): ", host, #cond);       \
-      std::fprintf(stderr, __VA_ARGS__);                                       \
-      std::fprintf(stderr, "\n");                                              \
-      return code;                                                             \
-    }                                                                          \
-  } while (false)
-
-transport_settings settings(const char* provider, slot_mode mode,
-                            uint64_t slot_us, uint64_t hard_timeout_ms) {
-  transport_settings s;
-  s.provider = provider;
-  s.mode = mode;
-  s.slot_ns = slot_us * 1000;
-  s.hard_timeout_ns = hard_timeout_ms * 1'000'000;
-  return s;
-}
-
 struct run_config {
   std::vector<std::byte> table;
   transport_settings settings;
