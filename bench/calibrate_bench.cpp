@@ -52,6 +52,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <atomic>
@@ -292,6 +293,10 @@ double process_wake_ns() {
     return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
   };
   pid_t child = fork();
+  if (child < 0) {
+    munmap(mem, sizeof(shared));
+    return 0; // reported as 0: no second process to wake
+  }
   if (child == 0) {
     for (int i = 0; i < 201; ++i) {
       uint32_t seen = static_cast<uint32_t>(i);
@@ -304,8 +309,16 @@ double process_wake_ns() {
     _exit(0);
   }
   for (uint32_t i = 0; i < 201; ++i) {
-    while (sh->ready.load() != i + 1)
+    // The child announces each wait; one that died never does: give up.
+    for (int polls = 0; sh->ready.load() != i + 1; ++polls) {
+      if (polls > 50'000 || waitpid(child, nullptr, WNOHANG) == child) {
+        kill(child, SIGKILL);
+        waitpid(child, nullptr, 0);
+        munmap(mem, sizeof(shared));
+        return 0;
+      }
       std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(500)); // asleep
     sh->sent_ns.store(mono_ns());
     sh->word.store(i + 1);
