@@ -14,11 +14,6 @@ namespace {
 
 int host_main(uint32_t host, const run_config& cfg,
               const std::filesystem::path& dir) {
-  auto prog = slot_program::load(cfg.table);
-  if (!prog)
-    return fail("host " + std::to_string(host) + ": load", prog.error());
-  auto memory = host_memory::allocate(*prog, host);
-  file_rendezvous rv{dir};
   transport_options opts;
   opts.host = host;
   opts.settings = cfg.settings;
@@ -30,10 +25,11 @@ int host_main(uint32_t host, const run_config& cfg,
     opts.resync_interval = 0s;
   opts.startup_timeout = 60s;
   {
-    auto t =
-        host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+    auto opened = open_host(cfg.table, opts, dir);
+    auto& memory = opened.memory;
+    auto& t = opened.transport;
     if (!t)
-      return fail("host " + std::to_string(host) + ": create", t.error());
+      return fail("host " + std::to_string(host) + ": open", t.error());
     // Hooks may keep references into the program: the transport's copy.
     auto hooks =
         cfg.hooks ? cfg.hooks(host, (*t)->program()) : threaded_hooks{};

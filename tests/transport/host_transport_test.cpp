@@ -91,14 +91,12 @@ TEST(host_transport, refuses_unscheduled_duplicate_stale_and_early_arrivals) {
   auto codes = run_hosts(
       2,
       [&](uint32_t host) -> int {
-        auto prog = slot_program::load(table);
-        auto memory = host_memory::allocate(*prog, host);
-        file_rendezvous rv{dir.path()};
         transport_options opts;
         opts.host = host;
         opts.settings = settings("shm", slot_mode::logical, 50, 5000);
-        auto t =
-            host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+        auto opened = open_host(table, opts, dir.path());
+        auto& memory = opened.memory;
+        auto& t = opened.transport;
         if (!t)
           return fail("create", t.error());
         auto& tr = **t;
@@ -263,14 +261,11 @@ TEST(host_transport, hello_refuses_another_slot_mode_or_slot_length) {
     auto codes = run_hosts(
         2,
         [&](uint32_t host) -> int {
-          auto prog = slot_program::load(table);
-          auto memory = host_memory::allocate(*prog, host);
-          file_rendezvous rv{dir.path()};
           transport_options opts;
           opts.host = host;
           opts.settings = host == 0 ? v.a : v.b;
-          auto t = host_transport::create(opts, std::move(*prog), rv,
-                                          memory.arenas());
+          auto opened = open_host(table, opts, dir.path());
+          auto& t = opened.transport;
           CHILD_CHECK(!t, 40, "started against a mismatched peer");
           CHILD_CHECK(contains(t.error(),
                                std::string{"transport.bad_control_message: "} +
@@ -333,12 +328,9 @@ TEST(host_transport, waits_time_out_and_wake_returns_early) {
   auto codes = run_hosts(
       1,
       [&](uint32_t host) -> int {
-        auto prog = slot_program::load(table);
-        auto memory = host_memory::allocate(*prog, host);
-        file_rendezvous rv{dir.path()};
         transport_options opts;
-        auto t =
-            host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+        auto opened = open_host(table, opts, dir.path());
+        auto& t = opened.transport;
         if (!t)
           return fail("create", t.error());
         std::vector<transport_event> events;
@@ -407,14 +399,12 @@ TEST(host_transport, unreleased_window_is_a_back_pressure_event) {
   auto codes = run_hosts(
       2,
       [&](uint32_t host) -> int {
-        auto prog = slot_program::load(table);
-        auto memory = host_memory::allocate(*prog, host);
-        file_rendezvous rv{dir.path()};
         transport_options opts;
         opts.host = host;
         opts.settings = settings("shm", slot_mode::logical, 50, 200);
-        auto t =
-            host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+        auto opened = open_host(table, opts, dir.path());
+        auto& memory = opened.memory;
+        auto& t = opened.transport;
         if (!t)
           return fail("create", t.error());
         auto& tr = **t;

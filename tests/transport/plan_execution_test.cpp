@@ -100,17 +100,13 @@ TEST_P(plan_execution, local_64_plan_runs_over_libfabric_in_8_processes) {
   auto codes = test::run_hosts(
       hosts,
       [&](uint32_t host) {
-        auto prog = slot_program::load(table);
-        if (!prog)
-          return 2;
-        auto memory = test::host_memory::allocate(*prog, host);
-        file_rendezvous rv{dir.path()};
         transport_options opts;
         opts.host = host;
         opts.settings = settings;
         opts.startup_timeout = 60s;
-        auto t =
-            host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+        auto opened = test::open_host(table, opts, dir.path());
+        auto& memory = opened.memory;
+        auto& t = opened.transport;
         if (!t) {
           std::fprintf(stderr, "host %u: %s\n", host,
                        render(t.error()).c_str());
@@ -182,17 +178,12 @@ TEST_P(idle_hosts, eight_idle_hosts_use_a_small_fraction_of_one_core) {
   auto codes = test::run_hosts(
       hosts,
       [&](uint32_t host) {
-        auto prog = slot_program::load(table);
-        if (!prog)
-          return 2;
-        auto memory = test::host_memory::allocate(*prog, host);
-        file_rendezvous rv{dir.path()};
         transport_options opts;
         opts.host = host;
         opts.settings = settings;
         opts.startup_timeout = 60s;
-        auto t =
-            host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+        auto opened = test::open_host(table, opts, dir.path());
+        auto& t = opened.transport;
         if (!t) {
           std::fprintf(stderr, "host %u: %s\n", host,
                        render(t.error()).c_str());

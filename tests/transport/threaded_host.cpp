@@ -2,6 +2,7 @@
 
 #include "multi_host.hpp"
 #include "transport/payload_frame.hpp"
+#include "transport/rendezvous.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +13,18 @@
 #include <thread>
 
 namespace lockstep::transport::test {
+
+opened_host open_host(const std::vector<std::byte>& table,
+                      const transport_options& opts,
+                      const std::filesystem::path& dir) {
+  auto prog = slot_program::load(table);
+  if (!prog)
+    return {host_memory{}, prog.error()};
+  auto memory = host_memory::allocate(*prog, opts.host);
+  file_rendezvous rv{dir};
+  auto t = host_transport::create(opts, std::move(*prog), rv, memory.arenas());
+  return {std::move(memory), std::move(t)};
+}
 
 host_memory host_memory::allocate(const slot_program& program, uint32_t host) {
   host_memory out;

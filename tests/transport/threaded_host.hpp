@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -30,6 +31,17 @@ private:
   std::vector<std::shared_ptr<detail::mapped_buffer>> regions_;
   std::vector<arena_memory> arenas_;
 };
+
+/// One host of a test cluster, opened as a child process opens it: the
+/// table loaded, the chips' memory allocated, the transport created through
+/// a file rendezvous in `dir` (opts.host names the host).
+struct opened_host {
+  host_memory memory; // declared first: outlives the transport
+  caf::expected<std::unique_ptr<host_transport>> transport;
+};
+opened_host open_host(const std::vector<std::byte>& table,
+                      const transport_options& opts,
+                      const std::filesystem::path& dir);
 
 struct threaded_hooks {
   /// Post this send that much after its slot start (paced), from a helper
