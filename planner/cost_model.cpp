@@ -35,6 +35,11 @@ uint32_t to_slots(uint64_t ns, uint64_t slot_ns) {
   return static_cast<uint32_t>(std::max<uint64_t>(slots, 1));
 }
 
+uint32_t transfer_cpu_slots_per_end(const link_profile& link,
+                                    uint64_t slot_ns) {
+  return link.cpu_ns == 0 ? 0 : to_slots(link.cpu_ns / 2, slot_ns);
+}
+
 namespace {
 
 // Least time (ns) for x to cross chips once.

@@ -30,6 +30,11 @@ double peak_flops(const chip_profile& chip, model::dtype type);
 /// Slots needed for `ns` (>= 1).
 uint32_t to_slots(uint64_t ns, uint64_t slot_ns);
 
+/// Core slots a transfer over `link` takes at each of its ends on a shared
+/// machine (half its cpu_ns, rounded up); 0 if the profile has no cpu_ns.
+uint32_t transfer_cpu_slots_per_end(const link_profile& link,
+                                    uint64_t slot_ns);
+
 /// Lower bound on the latency of one token of one sequence (µs) at
 /// `context` tokens, on `chips` chips of `chip` whose links have at best
 /// `fastest`'s latency and bandwidth. Depends only on these inputs, never on

@@ -162,8 +162,7 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
     for (auto b : chip_busy)
       work += b;
     for (const auto& t : d.transfers)
-      if (uint64_t cpu = topo.profile(t.link).cpu_ns; cpu > 0)
-        work += 2 * to_slots(cpu / 2, p.slot_ns); // as the builder books it
+      work += 2 * transfer_cpu_slots_per_end(topo.profile(t.link), p.slot_ns);
     busiest = std::max<uint64_t>(
         busiest, (work + config.machine_cores - 1) / config.machine_cores);
   }

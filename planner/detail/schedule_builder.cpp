@@ -146,11 +146,10 @@ private:
   // takes a core too, half at each end; it delays no op directly, it only
   // leaves the cores less time.
   void book_transfer_cpu(uint32_t link, uint32_t start, uint32_t end) {
-    uint64_t cpu_ns = topo_.profile(link).cpu_ns;
-    if (cfg_.machine_cores == 0 || cpu_ns == 0)
+    if (cfg_.machine_cores == 0)
       return;
-    uint32_t half = to_slots(cpu_ns / 2, slot_ns_);
-    cores_.book(start, half);
+    uint32_t half = transfer_cpu_slots_per_end(topo_.profile(link), slot_ns_);
+    cores_.book(start, half); // no-ops when the profile has no cpu_ns
     cores_.book(end, half);
   }
 
