@@ -73,6 +73,7 @@ cluster_client::generate(const std::vector<int32_t>& prompt,
       auto kind = static_cast<error_kind>(d.getErrorKind());
       auto code = kind == error_kind::invalid_input   ? errc::bad_request
                   : kind == error_kind::disconnected  ? errc::disconnected
+                  : kind == error_kind::overloaded    ? errc::overloaded
                                                       : errc::cluster_failed;
       // Do not say the code twice ("actors.bad_request: actors.bad_...").
       std::string text = d.getError().cStr();

@@ -24,6 +24,8 @@ const char* to_string(errc code) {
     return "cluster_failed";
   case errc::timed_out:
     return "timed_out";
+  case errc::overloaded:
+    return "overloaded";
   }
   return "unknown";
 }
@@ -37,6 +39,8 @@ error_kind kind_of(errc code) {
   case errc::disconnected:
   case errc::timed_out:
     return error_kind::disconnected;
+  case errc::overloaded:
+    return error_kind::overloaded;
   default:
     return error_kind::failed;
   }

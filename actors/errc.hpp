@@ -23,6 +23,7 @@ enum class errc : uint8_t {
   refused,          // the cluster refused: wrong token, config or version
   cluster_failed,   // a host's setup or run failed (names the host)
   timed_out,        // no answer within the stated time (names what)
+  overloaded,       // the admission queue is full: back off and retry
 };
 
 const char* to_string(errc code);

@@ -21,6 +21,9 @@ int run_simulate(int argc, char** argv);
 #ifdef LOCKSTEP_BENCH_CLUSTER
 int run_cluster(int argc, char** argv);
 #endif
+#ifdef LOCKSTEP_BENCH_SCALE
+int run_scale(int argc, char** argv);
+#endif
 #ifdef LOCKSTEP_BENCH_CALIBRATE
 int run_calibrate(int argc, char** argv);
 #endif

@@ -5,14 +5,17 @@
 // token latency against the measured one; what an idle cluster costs;
 // paced-mode slot misses; and what batching buys.
 //
-// The suite starts and stops its own clusters with the CLI binary next to it
-// and its own context file (LOCKSTEP_CONTEXT in a temporary directory), so it
-// never talks to, or stops, a cluster someone else has up.
+// The suite starts and stops its own clusters through the local-cluster
+// harness (tools/testing/local_cluster.hpp): each with its own context file
+// in a temporary directory, so it never talks to, or stops, a cluster
+// someone else has up.
 
 #include "bench/benches.hpp"
+#include "bench/reference_timing.hpp"
 #include "bench/stats.hpp"
 
 #include "actors/client.hpp"
+#include "tools/testing/local_cluster.hpp"
 #include "model/generation.hpp"
 #include "model/model_weights.hpp"
 #include "planner/plan_codec.hpp"
@@ -21,25 +24,16 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
-
-extern char** environ;
 
 namespace lockstep::bench {
 
@@ -81,110 +75,18 @@ void check_interrupt() {
     throw interrupted_error{};
 }
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in{path};
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string last_line(const std::string& text) {
-  std::istringstream in{text};
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty())
-      last = line;
-  return last;
-}
-
-// /proc/PID/stat after the command name, which may hold spaces: field 3
-// (state) onwards.
-std::vector<std::string> stat_fields(pid_t pid) {
-  auto text = slurp("/proc/" + std::to_string(pid) + "/stat");
-  auto paren = text.rfind(')');
-  if (paren == std::string::npos)
-    return {};
-  std::istringstream in{text.substr(paren + 1)};
-  std::vector<std::string> out;
-  for (std::string f; in >> f;)
-    out.push_back(f);
-  return out;
-}
-
-// Exited processes whose parent has not reaped them (here: init, after
-// `lockstep up` exited) are zombies: stopped, files closed.
-bool running(pid_t pid) {
-  auto f = stat_fields(pid);
-  return !f.empty() && f[0] != "Z" && f[0] != "X";
-}
-
-// utime + stime (fields 14 and 15: every thread of the process), seconds.
+// utime + stime of every thread of `pid`, seconds.
 double cpu_s(pid_t pid) {
-  auto f = stat_fields(pid);
-  if (f.size() < 13)
+  auto f = testing::figures_of(pid);
+  if (!f)
     throw std::runtime_error("host process " + std::to_string(pid) +
                              " is gone");
-  return static_cast<double>(std::stoull(f[11]) + std::stoull(f[12])) /
-         static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-struct cli_output {
-  int status = -1; // exit code, or 128 + signal
-  std::string out, err;
-};
-
-// Runs `lockstep ARGS...` (the CLI beside this binary) to completion, its
-// stdout and stderr in files under `scratch` (no pipes to drain; the hosts
-// it starts point their output at their own logs).
-cli_output run_cli(const fs::path& scratch, std::vector<std::string> args) {
-  std::error_code ec;
-  auto self = fs::read_symlink("/proc/self/exe", ec);
-  args.insert(
-      args.begin(),
-      ((ec ? fs::path{"."} : self.parent_path()) / "lockstep").string());
-  auto out_path = (scratch / "cli.out").string();
-  auto err_path = (scratch / "cli.err").string();
-  // A process group of its own: a terminal's Ctrl-C must not kill `up`
-  // halfway (its hosts would be left without a context to stop them by).
-  posix_spawnattr_t attr;
-  ::posix_spawnattr_init(&attr);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawn_file_actions_t fa;
-  ::posix_spawn_file_actions_init(&fa);
-  ::posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY,
-                                     0);
-  ::posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  ::posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> argv;
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&fa);
-  ::posix_spawnattr_destroy(&attr);
-  if (rc != 0)
-    throw std::runtime_error("cannot start " + args[0] + ": " +
-                             std::strerror(rc));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  cli_output r;
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
-  return r;
+  return f->cpu_s;
 }
 
 // --- A cluster of our own -----------------------------------------------
 
-std::string config_path(const std::string& name) {
-  return std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/" + name +
-         ".yaml";
-}
+using testing::config_path;
 
 struct up_request {
   std::string config; // "local-64"
@@ -192,116 +94,70 @@ struct up_request {
   uint32_t batch = 1;
   uint32_t context = 0;       // 0: the model's
   uint64_t paced_slot_us = 0; // 0: logical slots
-  fs::path db_root;
+  fs::path work_dir;          // context file, stores (reused), logs
 };
 
-// `lockstep up` on construction, `lockstep down` (and SIGKILL for whatever
-// outlives it) on destruction: every exit path leaves no host behind.
+// The harness's cluster (tools/testing/local_cluster.hpp), its hosts known
+// to the signal handler: a second Ctrl-C SIGKILLs them.
 class running_cluster {
 public:
-  running_cluster(const fs::path& scratch, const up_request& r)
-      : scratch_(scratch) {
-    std::vector<std::string> args{"up",        config_path(r.config),
-                                  "--model",   r.model,
-                                  "--batch",   std::to_string(r.batch),
-                                  "--context", std::to_string(r.context),
-                                  "--db-root", r.db_root.string(),
-                                  "-o",        "json"};
-    if (r.paced_slot_us != 0)
-      for (auto a : {std::string{"--slot-mode"}, std::string{"paced"},
-                     std::string{"--slot-us"}, std::to_string(r.paced_slot_us)})
-        args.push_back(a);
-    double t0 = now_s();
-    auto res = run_cli(scratch_, args);
-    up_s_ = now_s() - t0;
-    // A failed `up` cleans up after itself, but a context left behind
-    // still names processes to stop.
-    auto ctx = json::parse(slurp(context_file()), nullptr, false);
-    if (ctx.is_object()) {
-      address_ = {ctx.value("head", std::string{}),
-                  ctx.value("token", std::string{})};
-      for (const auto& p : ctx.value("pids", json::array()))
-        pids_.push_back(p.get<pid_t>());
-      for (size_t i = 0; i < pids_.size() && i < max_hosts; ++i)
-        live_pids[i].store(pids_[i]);
-      up_ = true;
-    }
+  running_cluster(const up_request& r)
+      : cluster_(start(r)) {
+    for (size_t i = 0; i < cluster_.pids().size() && i < max_hosts; ++i)
+      live_pids[i].store(cluster_.pids()[i]);
     if (interrupt_signal.load() != 0) {
       down();
       throw interrupted_error{};
     }
-    if (res.status != 0 || !up_ || pids_.empty()) {
-      down();
-      throw std::runtime_error("lockstep up " + r.config + " failed (exit " +
-                               std::to_string(res.status) +
-                               "): " + last_line(res.err + res.out));
-    }
   }
-  ~running_cluster() {
-    try {
-      down();
-    } catch (...) {
-      // Destructors do not throw; down() has already SIGKILLed what it
-      // could.
-    }
-  }
+  ~running_cluster() { down(); }
   running_cluster(const running_cluster&) = delete;
   running_cluster& operator=(const running_cluster&) = delete;
 
-  const actors::cluster_address& address() const { return address_; }
-  const std::vector<pid_t>& pids() const { return pids_; }
-  double up_s() const { return up_s_; }
+  const std::vector<pid_t>& pids() const { return cluster_.pids(); }
+  double up_s() const { return cluster_.up_s(); }
 
   actors::cluster_client connect() const {
-    auto c = actors::cluster_client::connect(address_);
+    auto c = actors::cluster_client::connect(cluster_.address());
     if (!c)
       throw std::runtime_error(render(c.error()));
     return std::move(*c);
   }
 
-  json status() const {
-    auto c = connect();
-    auto st = c.status();
+  json status() {
+    auto st = cluster_.status();
     if (!st)
       throw std::runtime_error(render(st.error()));
-    return json::parse(st->json);
+    return std::move(*st);
   }
 
-  /// Idempotent. `lockstep down` asks the head to stop everyone and waits
-  /// for them; anything still running afterwards is killed.
+  /// Idempotent: `lockstep down`, SIGKILL for whatever outlives it.
   void down() {
-    if (!up_)
-      return;
-    up_ = false;
-    auto res = run_cli(scratch_, {"down"});
-    if (res.status != 0)
-      std::fprintf(stderr, "lockstep-bench cluster: lockstep down: %s\n",
-                   last_line(res.err + res.out).c_str());
-    for (auto pid : pids_)
-      if (running(pid))
-        ::kill(pid, SIGKILL);
-    for (auto deadline = now_s() + 5;;) {
-      bool any = false;
-      for (auto pid : pids_)
-        any = any || running(pid);
-      if (!any || now_s() > deadline)
-        break;
-      std::this_thread::sleep_for(20ms);
-    }
+    if (auto err = cluster_.stop())
+      std::fprintf(stderr, "lockstep-bench cluster: %s\n",
+                   render(err).c_str());
     for (auto& p : live_pids)
       p.store(0);
-    std::error_code ec;
-    fs::remove(context_file(), ec);
   }
 
 private:
-  fs::path context_file() const { return scratch_ / "context.json"; }
+  static testing::local_cluster start(const up_request& r) {
+    testing::cluster_options o;
+    o.config = r.config;
+    o.model = r.model;
+    o.batch = r.batch;
+    o.context = r.context;
+    o.paced_slot_us = r.paced_slot_us;
+    o.work_dir = r.work_dir;
+    auto c = testing::local_cluster::start(std::move(o));
+    if (!c) {
+      check_interrupt();
+      throw std::runtime_error(render(c.error()));
+    }
+    return std::move(*c);
+  }
 
-  fs::path scratch_;
-  actors::cluster_address address_;
-  std::vector<pid_t> pids_;
-  double up_s_ = 0;
-  bool up_ = false;
+  testing::local_cluster cluster_;
 };
 
 // --- Measurements -------------------------------------------------------
@@ -357,24 +213,10 @@ request_figures cluster_request(actors::cluster_client& client,
 request_figures reference_request(model::reference_engine& engine,
                                   uint32_t tokens) {
   check_interrupt();
-  auto seq = engine.new_sequence();
-  double t0 = now_s();
-  model::sequence_chunk first{&seq, prompt};
-  auto logits = engine.forward({&first, 1});
-  if (!logits)
-    throw std::runtime_error(render(logits.error()));
-  std::vector<int32_t> tok{model::sample((*logits)[0], {}, 0, 0)};
-  double t1 = now_s();
-  model::sequence_chunk c{&seq, tok};
-  for (uint32_t i = 1; i < tokens; ++i) {
-    logits = engine.forward({&c, 1});
-    if (!logits)
-      throw std::runtime_error(render(logits.error()));
-    tok[0] = model::sample((*logits)[0], {}, 0, i);
-  }
+  auto t = time_reference(engine, prompt, tokens);
   request_figures f;
-  f.ttft_ms = (t1 - t0) * 1e3;
-  f.tokens_per_s = (tokens - 1) / (now_s() - t1);
+  f.ttft_ms = t.ttft_ms;
+  f.tokens_per_s = t.tokens_per_s;
   return f;
 }
 
@@ -445,7 +287,7 @@ json run_case(const case_spec& cs, const fs::path& scratch, const options& o,
   auto db_root = scratch / cs.config;
   std::string logical_sha, logical_short_sha;
   {
-    running_cluster cluster{scratch, {cs.config, cs.model, 1, 0, 0, db_root}};
+    running_cluster cluster{{cs.config, cs.model, 1, 0, 0, db_root}};
     out["up_s"] = cluster.up_s();
     auto client = cluster.connect();
     // The first request after `up` pays for first touches and connections.
@@ -537,7 +379,7 @@ json run_case(const case_spec& cs, const fs::path& scratch, const options& o,
   json paced{{"slot_us", o.paced_slot_us}, {"max_tokens", o.paced_tokens}};
   try {
     running_cluster cluster{
-        scratch, {cs.config, cs.model, 1, 0, o.paced_slot_us, db_root}};
+        {cs.config, cs.model, 1, 0, o.paced_slot_us, db_root}};
     paced["up_s"] = cluster.up_s();
     auto client = cluster.connect();
     cluster_request(client, o.paced_tokens / 2); // warm-up, as above
@@ -571,7 +413,7 @@ json run_case(const case_spec& cs, const fs::path& scratch, const options& o,
 
 // Aggregate tokens/s of `n` identical requests sent at once, each on its own
 // connection: all generated tokens / (first send to last token).
-double aggregate_tokens_per_s(const running_cluster& cluster, uint32_t n,
+double aggregate_tokens_per_s(running_cluster& cluster, uint32_t n,
                               uint32_t tokens, std::vector<std::string>& shas) {
   std::vector<actors::cluster_client> clients;
   for (uint32_t i = 0; i < n; ++i)
@@ -616,7 +458,7 @@ json run_batching(const case_spec& cs, const fs::path& scratch,
            {"context", context},
            {"max_tokens", cs.tokens}};
   running_cluster cluster{
-      scratch, {cs.config, cs.model, batch, context, 0, scratch / cs.config}};
+      {cs.config, cs.model, batch, context, 0, scratch / cs.config}};
   out["up_s"] = cluster.up_s();
   std::vector<std::string> shas;
   aggregate_tokens_per_s(cluster, 1, cs.tokens, shas); // warm-up
@@ -735,9 +577,11 @@ void remove_scratch(const fs::path& scratch, bool keep_logs) {
     fs::remove_all(scratch, ec);
     return;
   }
+  // <scratch>/<config>/run/host-N are stores; logs are in .../run/logs.
   for (const auto& cluster : fs::directory_iterator{scratch, ec})
     if (cluster.is_directory())
-      for (const auto& e : fs::directory_iterator{cluster.path(), ec})
+      for (const auto& e :
+           fs::directory_iterator{cluster.path() / "run", ec})
         if (e.path().filename().string().rfind("host-", 0) == 0)
           fs::remove_all(e.path(), ec);
   std::fprintf(stderr, "lockstep-bench cluster: hosts' logs kept in %s\n",
@@ -775,8 +619,6 @@ int run_cluster(int argc, char** argv) {
     return 1;
   }
   fs::path scratch = pattern;
-  // Our clusters' context, never the user's (~/.lockstep/context.json).
-  ::setenv("LOCKSTEP_CONTEXT", (scratch / "context.json").c_str(), 1);
   for (int sig : {SIGINT, SIGTERM, SIGHUP})
     ::signal(sig, on_interrupt);
 

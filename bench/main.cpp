@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
 #ifdef LOCKSTEP_BENCH_CLUSTER
       {"cluster", &run_cluster},
 #endif
+#ifdef LOCKSTEP_BENCH_SCALE
+      {"scale", &run_scale},
+#endif
 #ifdef LOCKSTEP_BENCH_CALIBRATE
       {"calibrate", &run_calibrate},
 #endif

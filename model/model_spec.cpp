@@ -29,8 +29,6 @@ const char* to_string(errc code) {
 
 error_kind kind_of(errc code) {
   switch (code) {
-  case errc::context_full:
-    return error_kind::overloaded;
   case errc::bad_fp_environment:
     // The process itself is misconfigured: retrying cannot help.
     return error_kind::failed;

@@ -16,6 +16,9 @@ namespace lockstep::tools {
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_problem = 1;
 inline constexpr int exit_bad_input = 2;
+/// Busy or full (a store in use, a cluster's admission queue full): the same
+/// command may succeed later.
+inline constexpr int exit_overloaded = 3;
 
 struct command_context {
   int exit_code = exit_ok;
@@ -24,11 +27,12 @@ struct command_context {
 /// Prints one error line "lockstep: <message>" to stderr and returns the code.
 int fail(int code, const std::string& message);
 
-/// The exit code for an error by its kind: invalid_input and overloaded (a
-/// store in use) are the caller's to fix -> 2; anything else -> 1.
+/// The exit code for an error by its kind: invalid_input -> 2 (fix the
+/// input), overloaded -> 3 (retry later), anything else -> 1.
 int exit_code_for(const caf::error& err);
 
-/// fail(exit_code_for(err), render(err)).
+/// fail(exit_code_for(err), render(err)); an overloaded error's line reads
+/// "overloaded: <what is full>" so scripts can tell it from the rest.
 int fail_with(const caf::error& err);
 
 /// Adds `--output/-o text|json` to `cmd`, storing into `format`.

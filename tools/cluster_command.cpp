@@ -41,6 +41,7 @@ struct up_options {
   uint32_t context = 0;
   std::string slot_mode = "logical";
   uint64_t slot_us = 0;
+  uint32_t max_queue = 64;
   uint64_t inject_send_delay_us = 0; // tests (hidden flag)
   std::string format = "text";
 };
@@ -185,7 +186,8 @@ int run_up(const up_options& o) {
                  std::to_string(o.batch), std::string{"--context"},
                  std::to_string(o.context), std::string{"--slot-mode"},
                  o.slot_mode, std::string{"--slot-us"},
-                 std::to_string(o.slot_us)})
+                 std::to_string(o.slot_us), std::string{"--max-queue"},
+                 std::to_string(o.max_queue)})
     args0.push_back(a);
   if (!o.dtype.empty()) {
     args0.push_back("--dtype");
@@ -351,6 +353,10 @@ void add_cluster_commands(CLI::App& app, command_context& ctx) {
       ->check(CLI::IsMember({"logical", "paced"}));
   cmd->add_option("--slot-us", up->slot_us,
                   "paced slot length in microseconds");
+  cmd->add_option("--max-queue", up->max_queue,
+                  "requests waiting for a batch slot at most; beyond it a "
+                  "request is refused (overloaded, exit 3) (default 64)")
+      ->check(CLI::Range(0u, 1u << 20));
   // Tests only (not in --help): every host's paced sends leave this late.
   cmd->add_option("--inject-send-delay-us", up->inject_send_delay_us)
       ->group("");

@@ -16,12 +16,21 @@ int fail(int code, const std::string& message) {
 
 int exit_code_for(const caf::error& err) {
   auto kind = lockstep::kind_of(err);
-  return kind == error_kind::invalid_input || kind == error_kind::overloaded
-             ? exit_bad_input
-             : exit_problem;
+  switch (kind) {
+  case error_kind::invalid_input:
+    return exit_bad_input;
+  case error_kind::overloaded:
+    return exit_overloaded;
+  default:
+    return exit_problem;
+  }
 }
 
 int fail_with(const caf::error& err) {
+  if (lockstep::kind_of(err) == error_kind::overloaded) {
+    std::fprintf(stderr, "overloaded: %s\n", detail_of(err).c_str());
+    return exit_overloaded;
+  }
   return fail(exit_code_for(err), render(err));
 }
 

@@ -4,6 +4,7 @@
 #include "transport/detail/host_state.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -67,6 +68,31 @@ void host_transport::impl::error_event(uint32_t transfer, uint32_t link,
 }
 
 // --- start-up --------------------------------------------------------------
+
+namespace {
+
+// Completion-queue entries `host` can have outstanding at once: a remote-
+// write completion per cross-process arrival and a local one per
+// cross-process send, for every step whose buffers can be in flight
+// (alternating receive buffers), plus the control plane (hello, goodbye,
+// clock and ready messages: a few per peer). A fixed size overruns once
+// thousands of links end on one host; a CQ that overruns loses arrivals.
+size_t cq_entries_for(const slot_program& prog, uint32_t host) {
+  size_t per_step = 0, buffers = 1;
+  for (const auto& t : prog.transfers()) {
+    const auto& l = prog.links()[t.link];
+    if (l.src.host == l.dst.host)
+      continue; // in place, no completion
+    if (l.src.host == host || l.dst.host == host) {
+      ++per_step;
+      buffers = std::max(buffers, t.dst_offsets.size());
+    }
+  }
+  size_t need = per_step * buffers + 8 * size_t{prog.hosts()} + 256;
+  return std::bit_ceil(std::max<size_t>(need, 1024));
+}
+
+} // namespace
 
 host_transport::host_transport(std::unique_ptr<impl> p)
     : impl_(std::move(p)) {}
@@ -176,7 +202,7 @@ caf::error host_transport::impl::setup(const transport_options& opts,
       return err;
   }
 
-  auto fab = fabric_context::open(settings.provider);
+  auto fab = fabric_context::open(settings.provider, cq_entries_for(prog, host));
   if (!fab)
     return fab.error();
   fabric = std::move(*fab);

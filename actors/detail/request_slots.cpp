@@ -33,9 +33,14 @@ caf::error request_slots::enqueue(request r) {
                std::to_string(plan_.context));
   if (auto err = model::validate(r.sampling))
     return err;
-  if (queue_.size() >= max_queue_)
-    return bad("the queue is full (" + std::to_string(max_queue_) +
-               " requests waiting)");
+  // Requests waiting for a slot that frees at the next step boundary are
+  // not waiting in the queue's sense: only the excess counts.
+  if (queue_.size() >= max_queue_ + (slots_.size() - active()))
+    return caf::make_error(
+        errc::overloaded,
+        "the admission queue is full (" + std::to_string(max_queue_) +
+            " requests waiting for " + std::to_string(slots_.size()) +
+            " batch slots); retry later");
   queue_.push_back(std::move(r));
   return {};
 }

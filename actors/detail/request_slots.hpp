@@ -58,8 +58,8 @@ public:
 
   /// Validates and queues a request. Errors: bad_request (empty prompt,
   /// tokens outside the vocabulary, prompt + max_tokens beyond the plan's
-  /// context, bad sampling settings), and the queue being full (errc
-  /// bad_request for now; issue "continuous batching" gives it its own).
+  /// context, bad sampling settings); overloaded: the queue is full (the
+  /// request is refused at once; nothing admitted is affected).
   caf::error enqueue(request r);
 
   /// Fills free slots from the queue, oldest first. Call at step

@@ -10,6 +10,7 @@
 #include "storage/store.hpp"
 #include "storage/weight_store.hpp"
 #include "tests/tools/cli_runner.hpp"
+#include "tools/testing/local_cluster.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -90,15 +91,8 @@ protected:
   temp_dir tmp_;
 };
 
-// Whether `pid` runs (an exited process not reaped yet does not).
 bool runs(int pid) {
-  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
-  std::string text;
-  if (!std::getline(stat, text))
-    return false;
-  auto paren = text.rfind(')');
-  return paren != std::string::npos && paren + 2 < text.size() &&
-         text[paren + 2] != 'Z' && text[paren + 2] != 'X';
+  return testing::process_runs(pid);
 }
 
 // Every used chip ran ops in every step the cluster ran.
@@ -245,23 +239,8 @@ TEST_F(cluster, paced_slot_misses_change_no_output) {
 
 // CPU seconds (user + system) a process has used, from /proc.
 double cpu_seconds(int pid) {
-  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
-  std::string text;
-  std::getline(stat, text);
-  auto paren = text.rfind(')');
-  if (paren == std::string::npos)
-    return 0;
-  std::istringstream rest{text.substr(paren + 2)};
-  std::string field;
-  double utime = 0, stime = 0;
-  // Fields 3.. after the name: utime and stime are fields 14 and 15.
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14)
-      utime = std::stod(field);
-    if (i == 15)
-      stime = std::stod(field);
-  }
-  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  auto f = testing::figures_of(pid);
+  return f ? f->cpu_s : 0;
 }
 
 // Nothing spins: an idle local-64 (8 processes, 62 chip actors, progress

@@ -69,11 +69,11 @@ TEST(host_transport, provider_wait_objects_are_as_documented) {
   // The probe behind docs/transport.md, kept as a test so a libfabric
   // upgrade that changes it is noticed: shm 1.17 refuses FI_WAIT_FD (so
   // hosts ring doorbells), tcp;ofi_rxm gives the CQ a descriptor.
-  auto shm = detail::fabric_context::open("shm");
+  auto shm = detail::fabric_context::open("shm", 1024);
   ASSERT_TRUE(shm) << render(shm.error());
   EXPECT_LT((*shm)->wait_fd(), 0) << "shm now offers FI_WAIT_FD: the "
                                      "doorbell may be unnecessary";
-  auto tcp = detail::fabric_context::open("tcp;ofi_rxm");
+  auto tcp = detail::fabric_context::open("tcp;ofi_rxm", 1024);
   ASSERT_TRUE(tcp) << render(tcp.error());
   EXPECT_GE((*tcp)->wait_fd(), 0);
   EXPECT_TRUE((*tcp)->ready_to_block()); // nothing pending on a fresh CQ

@@ -125,7 +125,7 @@ int64_t memory_region::live_count() {
 // --- fabric_context ---------------------------------------------------------
 
 caf::expected<std::unique_ptr<fabric_context>>
-fabric_context::open(const std::string& provider) {
+fabric_context::open(const std::string& provider, size_t cq_entries) {
   remove_stale_shm_segments();
   std::unique_ptr<fabric_context> ctx{new fabric_context};
   info_ptr hints{fi_allocinfo()};
@@ -184,12 +184,14 @@ fabric_context::open(const std::string& provider) {
   fi_cq_attr cq_attr{};
   cq_attr.format = FI_CQ_FORMAT_DATA;
   cq_attr.wait_obj = FI_WAIT_FD;
-  cq_attr.size = 4096;
+  cq_attr.size = cq_entries;
   fid_cq* cq = nullptr;
   if (int ret = fi_cq_open(dom, &cq_attr, &cq, nullptr); ret != 0) {
     cq_attr.wait_obj = FI_WAIT_NONE;
     if (ret = fi_cq_open(dom, &cq_attr, &cq, nullptr); ret != 0)
-      return fabric_error("fi_cq_open", ret, provider);
+      return fabric_error("fi_cq_open", ret,
+                          provider + ", " + std::to_string(cq_entries) +
+                              " entries");
   }
   ctx->cq_ = unique_fid<fid_cq>{cq};
   if (cq_attr.wait_obj == FI_WAIT_FD) {

@@ -123,9 +123,12 @@ private:
 /// one host process, opened for RMA writes with remote CQ data.
 class fabric_context {
 public:
-  /// Opens the provider named `provider` ("shm", "tcp;ofi_rxm", ...).
+  /// Opens the provider named `provider` ("shm", "tcp;ofi_rxm", ...) with a
+  /// completion queue of `cq_entries` (the caller sizes it from the
+  /// completions that can be outstanding at once: a CQ that overruns loses
+  /// arrivals).
   static caf::expected<std::unique_ptr<fabric_context>>
-  open(const std::string& provider);
+  open(const std::string& provider, size_t cq_entries);
 
   ~fabric_context();
 
