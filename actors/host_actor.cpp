@@ -9,6 +9,8 @@
 #include "transport/rendezvous.hpp"
 
 #include <ctime>
+#include <malloc.h>
+#include <malloc.h>
 #include <caf/send.hpp>
 
 #include <condition_variable>
@@ -144,6 +146,10 @@ void host_actor::on_message(detail::control_message& msg) {
   }
   case schema::Envelope::SETUP: {
     auto err = setup(root.getSetup());
+    // Set-up's transient memory (the full slot table, the store and its
+    // caches, closed with setup()) is free now: hand it back to the kernel,
+    // so a host's RSS is its arenas plus what it keeps.
+    ::malloc_trim(0);
     envelope e;
     auto ready = e.root().initReady();
     ready.setRank(args_.rank);
@@ -175,7 +181,8 @@ void host_actor::on_message(detail::control_message& msg) {
   }
 }
 
-caf::error host_actor::ensure_tiles(const planner::plan& p, uint64_t seed,
+caf::error host_actor::ensure_tiles(storage::store& db,
+                                    const planner::plan& p, uint64_t seed,
                                     uint64_t& generated) {
   // This host's store holds the tiles of its own chips' shards; a fresh
   // store gets them generated, bit-identical to `weights init`.
@@ -183,7 +190,7 @@ caf::error host_actor::ensure_tiles(const planner::plan& p, uint64_t seed,
   for (const auto& sh : p.shards)
     if (args_.config.ref(sh.chip).host == args_.rank)
       mine.push_back({sh.tensor, sh.range});
-  auto report = storage::init_weight_shards(*db_, p.spec, seed, mine);
+  auto report = storage::init_weight_shards(db, p.spec, seed, mine);
   if (!report)
     return report.error();
   generated = report->bytes_written;
@@ -215,15 +222,17 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
   if (s.getSlotNs() != 0)
     settings.slot_ns = s.getSlotNs();
 
-  // The store: this host's tiles only.
+  // The store: this host's tiles only. Open only while the tiles load: its
+  // caches and memtables would otherwise stay resident beside the arenas
+  // that now hold the weights (~12 MB a host of local-1500).
   auto opened = storage::store::open(args_.db, {.create_if_missing = true});
   if (!opened)
     return opened.error();
-  db_ = std::move(*opened);
+  auto db = std::move(*opened);
   uint64_t generated = 0;
-  if (auto err = ensure_tiles(p, s.getWeightSeed(), generated))
+  if (auto err = ensure_tiles(*db, p, s.getWeightSeed(), generated))
     return err;
-  auto ws = storage::weight_store::open(*db_);
+  auto ws = storage::weight_store::open(*db);
   if (!ws)
     return ws.error();
   if (auto err = ws->check_model(p.spec))
@@ -270,7 +279,13 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
   // The transport, on the arenas: zero copy.
   auto table = planner::slot_table_of(args_.config, p,
                                       planner::program_kind::decode);
-  auto program = transport::slot_program::load(table);
+  // This host keeps its share: its links' transfers only.
+  auto program = [&]() -> caf::expected<transport::slot_program> {
+    auto whole = transport::slot_program::load(table);
+    if (!whole)
+      return whole.error();
+    return whole->share_of(args_.rank);
+  }();
   if (!program)
     return program.error();
   std::vector<transport::arena_memory> memory;
@@ -388,6 +403,7 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
       }
     }
   });
+  ::malloc_trim(0);
   std::fprintf(stderr,
                "lockstepd: host %u ready: %zu chips, %llu weight bytes "
                "loaded (%llu generated into the store)\n",

@@ -62,8 +62,8 @@ public:
 private:
   void on_message(detail::control_message& msg);
   caf::error setup(schema::Setup::Reader s);
-  caf::error ensure_tiles(const planner::plan& p, uint64_t seed,
-                          uint64_t& generated);
+  caf::error ensure_tiles(storage::store& db, const planner::plan& p,
+                          uint64_t seed, uint64_t& generated);
   void send_heartbeat();
   void fail(const std::string& why, int code = 1);
   void stop();
@@ -72,7 +72,6 @@ private:
   host_args args_;
   std::unique_ptr<detail::connection_hub> hub_;
   std::shared_ptr<head_rendezvous> rendezvous_;
-  std::unique_ptr<storage::store> db_;
   std::shared_ptr<const planner::plan> plan_;
   std::shared_ptr<const model::rope_table> rope_;
   std::map<uint32_t, std::shared_ptr<sram_arena>> arenas_; // by node

@@ -448,9 +448,8 @@ double aggregate_tokens_per_s(running_cluster& cluster, uint32_t n,
 json run_batching(const case_spec& cs, const fs::path& scratch,
                   const options& o, const std::string& logical_sha) {
   constexpr uint32_t batch = 4;
-  // tiny-64 at batch 4 fits local-64's SRAM only with a shorter KV cache
-  // (1024 tokens: a chip short by 11 KiB; 512: 230 chips needed); a request
-  // here needs prompt + tokens = 32.
+  // A request here needs prompt + tokens = 32 positions; a short KV cache
+  // keeps the plan's SRAM (and its first touches) small.
   constexpr uint32_t context = 256;
   json out{{"config", cs.config},
            {"model", cs.model},

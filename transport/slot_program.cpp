@@ -225,6 +225,34 @@ const arena_plan* slot_program::arena(chip_ref chip) const {
   return i != arenas_.end() && i->chip == chip ? &*i : nullptr;
 }
 
+slot_program slot_program::share_of(uint32_t host) const {
+  slot_program out;
+  out.slots_per_step_ = slots_per_step_;
+  out.period_slots_ = period_slots_;
+  out.slot_ns_ = slot_ns_;
+  out.hosts_ = hosts_;
+  out.digest_ = digest_;
+  out.arenas_ = arenas_;
+  out.links_.reserve(links_.size());
+  constexpr auto none = static_cast<uint32_t>(-1);
+  std::vector<uint32_t> renumbered(transfers_.size(), none);
+  for (uint32_t i = 0; i < transfers_.size(); ++i) {
+    const auto& l = links_[transfers_[i].link];
+    if (l.src.host != host && l.dst.host != host)
+      continue;
+    renumbered[i] = static_cast<uint32_t>(out.transfers_.size());
+    out.transfers_.push_back(transfers_[i]);
+  }
+  for (const auto& l : links_) {
+    link_plan kept{l.src, l.dst, l.name, {}};
+    if (l.src.host == host || l.dst.host == host)
+      for (auto t : l.transfers) // keeps the list's slot order (find())
+        kept.transfers.push_back(renumbered[t]);
+    out.links_.push_back(std::move(kept));
+  }
+  return out;
+}
+
 std::vector<chip_ref> slot_program::chips_of(uint32_t host) const {
   std::vector<chip_ref> out;
   for (const auto& a : arenas_)

@@ -90,6 +90,13 @@ public:
   /// Validates and compiles an already-read table.
   static caf::expected<slot_program> compile(schema::SlotTable::Reader table);
 
+  /// What `host` runs of this table: the transfers of links that start or
+  /// end on it (renumbered, in table order), every link's endpoints (the
+  /// wire names links by their table index) and every arena. Slot counts,
+  /// slot length and digest are the whole table's: hosts still check they
+  /// run the same one. A host of a 1500-chip plan keeps ~1/12 of it.
+  slot_program share_of(uint32_t host) const;
+
   uint32_t slots_per_step() const { return slots_per_step_; }
   /// Steps start every period_slots() slots (== slots_per_step() unless the
   /// table lets steps overlap); paced mode times slots with it.
