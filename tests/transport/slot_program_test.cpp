@@ -307,3 +307,43 @@ TEST(transport_settings, parses_the_transport_section) {
   EXPECT_NE(render(e.error()).find("c.yaml: transport.slot_mode"),
             std::string::npos);
 }
+
+// A host keeps only its links' transfers, renumbered; links keep their
+// table index (the wire names them by it) and the digest stays the table's.
+TEST(slot_program, a_host_share_keeps_its_own_links_transfers) {
+  // 3 hosts x 2 chips, each chip sending to the next 2 chips: host 1's
+  // links are those from or to chips 2 and 3.
+  auto whole = slot_program::load(build_slot_table(ring_pattern(3, 2, 2, 2, 256)));
+  ASSERT_TRUE(whole) << render(whole.error());
+  auto share = whole->share_of(1);
+  EXPECT_EQ(share.digest(), whole->digest());
+  EXPECT_EQ(share.slots_per_step(), whole->slots_per_step());
+  ASSERT_EQ(share.links().size(), whole->links().size());
+  size_t mine = 0;
+  for (uint32_t l = 0; l < whole->links().size(); ++l) {
+    const auto& wl = whole->links()[l];
+    bool ours = wl.src.host == 1 || wl.dst.host == 1;
+    EXPECT_EQ(share.links()[l].name, wl.name);
+    ASSERT_EQ(share.links()[l].transfers.size(), ours ? wl.transfers.size() : 0u)
+        << wl.name;
+    for (auto t : wl.transfers) {
+      auto slot = whole->transfers()[t].start_slot;
+      const auto* kept = share.find(l, slot);
+      if (!ours) {
+        EXPECT_EQ(kept, nullptr) << wl.name;
+        continue;
+      }
+      ++mine;
+      ASSERT_NE(kept, nullptr) << wl.name;
+      EXPECT_EQ(kept->id, whole->transfers()[t].id);
+      EXPECT_EQ(kept->link, l);
+    }
+  }
+  EXPECT_EQ(share.transfers().size(), mine);
+  EXPECT_LT(share.transfers().size(), whole->transfers().size());
+  // The host's own programs are unchanged by the cut.
+  EXPECT_EQ(share.send_program(1).size(), whole->send_program(1).size());
+  EXPECT_EQ(share.receive_program(1).size(), whole->receive_program(1).size());
+  // Chips 4 and 5 (host 2) send to chips 5, 0 and 1: nothing of host 1.
+  EXPECT_TRUE(share.send_program(2).empty());
+}
