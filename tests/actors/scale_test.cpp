@@ -13,6 +13,7 @@
 
 #include <signal.h>
 
+#include <map>
 #include <thread>
 
 namespace lockstep {
@@ -90,6 +91,19 @@ TEST(scale, local_1500_is_bit_identical_to_the_reference) {
   auto st = c.status();
   ASSERT_TRUE(st) << render(st.error());
   EXPECT_GE((*st)["chips"].size(), 1400u); // 1489 of 1500 used
+  // Memory: every host but the head (which also plans and samples) within
+  // 2x of its chips' SRAM arenas.
+  std::map<int, uint64_t> arena_bytes;
+  for (const auto& chip : (*st)["chips"])
+    arena_bytes[std::stoi(chip["chip"].get<std::string>().substr(1))] +=
+        chip["sram_bytes"].get<uint64_t>();
+  for (size_t rank = 1; rank < c.pids().size(); ++rank) {
+    auto f = testing::figures_of(c.pids()[rank]);
+    ASSERT_TRUE(f) << "host " << rank << " is gone";
+    EXPECT_LE(f->rss_bytes, 2 * arena_bytes[static_cast<int>(rank)])
+        << "host " << rank << ": RSS " << f->rss_bytes << " bytes, arenas "
+        << arena_bytes[static_cast<int>(rank)];
+  }
   auto pids = c.pids();
   EXPECT_FALSE(c.stop());
   expect_gone(pids);
