@@ -49,21 +49,62 @@ uint32_t first_token_end(const step_program& prog) {
   return end;
 }
 
-// Builds, lays out and times one program of `p` (placement recorded,
-// weights placed).
-caf::error build_program(const cluster_config& config, topology& topo,
-                         const detail::placement& pl, plan& p,
-                         program_kind kind, uint32_t tokens) {
+// Slots of CPU one step of `d` takes on a machine whose chips share its
+// cores: every op, and every transfer's CPU at both ends.
+uint64_t shared_core_work(const topology& topo, const plan& p,
+                          const step_program& d) {
+  uint64_t work = 0;
+  for (const auto& o : d.ops)
+    work += o.duration_slots;
+  for (const auto& t : d.transfers)
+    work += 2 * transfer_cpu_slots_per_end(topo.profile(t.link), p.slot_ns);
+  return work;
+}
+
+// Builds, lays out and times one program of `p` with `mbs` micro-batches.
+caf::error build_program_with(const cluster_config& config, topology& topo,
+                              const detail::placement& pl, plan& p,
+                              program_kind kind, uint32_t tokens,
+                              uint32_t mbs) {
   auto& prog = kind == program_kind::decode ? p.decode : p.prefill;
   uint32_t batch = kind == program_kind::decode ? p.batch : 1;
-  auto groups = static_cast<uint32_t>(pl.groups.size());
-  uint32_t mbs = std::min(batch, groups);
   detail::schedule_inputs in{&p.spec, &topo,   &pl,   &p,        kind,
                              batch,   tokens,  p.context, mbs, p.sampler};
   if (auto err = detail::build_schedule(in, prog))
     return err;
   detail::layout_program(p, prog, config.node_count());
   prog.period_slots = detail::pipeline_period(prog, config.chip_count());
+  return {};
+}
+
+// Builds, lays out and times one program of `p` (placement recorded,
+// weights placed). Decode pipelines the batch in micro-batches, one per
+// layer group at most, so that groups work on different sequences at once.
+// Chips that share a machine's cores cannot: the cores run them one after
+// the other, and each micro-batch is another pass of every op (overhead)
+// and transfer. There the batch also runs as one micro-batch, and the
+// program whose step the cores get through sooner is kept.
+caf::error build_program(const cluster_config& config, topology& topo,
+                         const detail::placement& pl, plan& p,
+                         program_kind kind, uint32_t tokens) {
+  uint32_t batch = kind == program_kind::decode ? p.batch : 1;
+  auto groups = static_cast<uint32_t>(pl.groups.size());
+  uint32_t mbs = std::min(batch, groups);
+  if (kind != program_kind::decode || config.machine_cores == 0 || mbs == 1)
+    return build_program_with(config, topo, pl, p, kind, tokens, mbs);
+  auto period = [&](const plan& q) {
+    uint64_t work = shared_core_work(topo, q, q.decode);
+    return std::max<uint64_t>(first_token_end(q.decode),
+                              (work + config.machine_cores - 1) /
+                                  config.machine_cores);
+  };
+  plan one = p;
+  if (auto err = build_program_with(config, topo, pl, one, kind, tokens, 1))
+    return err;
+  if (auto err = build_program_with(config, topo, pl, p, kind, tokens, mbs))
+    return err;
+  if (period(one) <= period(p))
+    p = std::move(one);
   return {};
 }
 
@@ -158,11 +199,7 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
                    : *std::max_element(link_busy.begin(), link_busy.end()));
   // Chips sharing a machine's cores: all their work passes through them.
   if (config.machine_cores > 0) {
-    uint64_t work = 0;
-    for (auto b : chip_busy)
-      work += b;
-    for (const auto& t : d.transfers)
-      work += 2 * transfer_cpu_slots_per_end(topo.profile(t.link), p.slot_ns);
+    uint64_t work = shared_core_work(topo, p, d);
     busiest = std::max<uint64_t>(
         busiest, (work + config.machine_cores - 1) / config.machine_cores);
   }

@@ -198,6 +198,28 @@ TEST(planner, every_chips_program_is_complete) {
   }
 }
 
+// Chips that share a machine's cores run micro-batches one after the other
+// anyway, and each micro-batch is another pass of every op and transfer:
+// there the batch runs as one pass when the cores get through it sooner,
+// and its aggregate rate is what the cores allow.
+TEST(planner, chips_sharing_cores_run_the_batch_as_one_pass) {
+  auto own = load("local-64");
+  own.machine_cores = 0;
+  auto pipelined = make(own, "tiny-64", {3, 256, {}});
+  ASSERT_TRUE(pipelined.verdict.ok());
+  ASSERT_EQ(pipelined.p.decode.micro_batches, 3u);
+  auto shared = own;
+  shared.machine_cores = 2;
+  auto r = make(shared, "tiny-64", {3, 256, {}});
+  ASSERT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
+  EXPECT_EQ(r.p.decode.micro_batches, 1u);
+  EXPECT_EQ(r.p.decode.rows(0), 3u);
+  // One pass has a third of the ops: a third of the per-op overhead.
+  EXPECT_LT(3 * r.p.decode.ops.size(), pipelined.p.decode.ops.size() + 10);
+  for (auto kind : both_programs)
+    expect_complete(shared, r.p, r.p.program(kind));
+}
+
 TEST(planner, batch_of_three_splits_into_micro_batches_covering_it) {
   // Three sequences of the full 1024 positions do not fit local-64's SRAM
   // (each chip keeps a KV head of every sequence); 256 positions do.
