@@ -225,6 +225,64 @@ json run_batching16() {
   return out;
 }
 
+// A long prompt arriving while another request decodes (local-64, batch 2,
+// context 256): A's inter-token gaps, and B's time to first token beside
+// what the plan predicts for it.
+json run_prefill_interference() {
+  constexpr uint32_t a_tokens = 120, b_prompt = 200, b_tokens = 4;
+  auto c = start("local-64", "tiny-64", 2, 256);
+  json out{{"config", "local-64"},
+           {"model", "tiny-64"},
+           {"batch", 2},
+           {"context", 256},
+           {"a_tokens", a_tokens},
+           {"b_prompt_tokens", b_prompt}};
+  timed(c.generate(prompt, 2), 2); // warm
+  std::vector<int32_t> long_prompt;
+  for (uint32_t i = 0; i < b_prompt; ++i)
+    long_prompt.push_back(static_cast<int32_t>(i % 97 + 1));
+  caf::expected<actors::cluster_generation> a{caf::error{}}, b{caf::error{}};
+  std::thread ta{[&] { a = c.generate(prompt, a_tokens); }};
+  std::this_thread::sleep_for(std::chrono::milliseconds(300)); // A decodes
+  std::thread tb{[&] { b = c.generate(long_prompt, b_tokens); }};
+  ta.join();
+  tb.join();
+  timed(a, a_tokens);
+  auto bt = timed(b, b_tokens);
+  std::vector<double> gaps;
+  for (size_t i = 1; i < a->token_arrival_s.size(); ++i)
+    gaps.push_back(a->token_arrival_s[i] - a->token_arrival_s[i - 1]);
+  double med = median(gaps);
+  double worst = *std::max_element(gaps.begin(), gaps.end());
+  out["a_median_gap_ms"] = med * 1e3;
+  out["a_max_gap_ms"] = worst * 1e3;
+  out["a_max_gap_over_median"] = worst / med;
+  out["b_ttft_ms"] = bt.ttft_ms;
+  // The plan's view: its prefill program (chunks one period apart), and the
+  // decode program fed a prompt token a step, as the cluster runs prompts.
+  auto config = planner::load_cluster_config(testing::config_path("local-64"));
+  if (!config)
+    throw std::runtime_error(render(config.error()));
+  auto made =
+      planner::make_plan(*config, *model::find_preset("tiny-64"), {2, 256, {}});
+  if (!made)
+    throw std::runtime_error(render(made.error()));
+  const auto& pf = made->p.prefill;
+  uint32_t first_end = 0;
+  for (const auto& o : pf.ops)
+    if (o.micro_batch == 0 && o.kind == planner::op_kind::sample)
+      first_end = std::max(first_end, o.start_slot + o.duration_slots);
+  double slot_ms = made->p.slot_ns / 1e6;
+  uint32_t chunks = (b_prompt + pf.tokens - 1) / pf.tokens;
+  out["predicted_ttft_ms_prefill_program"] =
+      ((chunks - 1) * double(pf.period_slots) + first_end) * slot_ms;
+  out["predicted_ttft_ms_token_a_step"] =
+      b_prompt * made->p.predicted.token_latency_us / 1e3;
+  if (auto err = c.stop())
+    throw std::runtime_error(render(err));
+  return out;
+}
+
 } // namespace
 
 int run_scale(int argc, char** argv) {
@@ -295,6 +353,25 @@ int run_scale(int argc, char** argv) {
   } catch (const std::exception& e) {
     out["batching16"] = {{"error", e.what()}};
     std::fprintf(stderr, "lockstep-bench scale: batching: %s\n", e.what());
+    failed = true;
+  }
+  try {
+    out["prefill_interference"] = run_prefill_interference();
+    const auto& p = out["prefill_interference"];
+    if (text)
+      std::printf("long prompt local-64 --batch 2: A's max token gap %.1f ms "
+                  "= %.2fx its median while B's %u-token prompt entered; B's "
+                  "TTFT %.0f ms (plan: %.0f ms a prompt token a step, as "
+                  "run; %.0f ms by the prefill program)\n",
+                  p["a_max_gap_ms"].get<double>(),
+                  p["a_max_gap_over_median"].get<double>(),
+                  p["b_prompt_tokens"].get<uint32_t>(),
+                  p["b_ttft_ms"].get<double>(),
+                  p["predicted_ttft_ms_token_a_step"].get<double>(),
+                  p["predicted_ttft_ms_prefill_program"].get<double>());
+  } catch (const std::exception& e) {
+    out["prefill_interference"] = {{"error", e.what()}};
+    std::fprintf(stderr, "lockstep-bench scale: long prompt: %s\n", e.what());
     failed = true;
   }
   out["wall_s"] = now_s() - t_start;
