@@ -101,7 +101,7 @@ struct up_request {
 // to the signal handler: a second Ctrl-C SIGKILLs them.
 class running_cluster {
 public:
-  running_cluster(const up_request& r)
+  explicit running_cluster(const up_request& r)
       : cluster_(start(r)) {
     for (size_t i = 0; i < cluster_.pids().size() && i < max_hosts; ++i)
       live_pids[i].store(cluster_.pids()[i]);
