@@ -7,6 +7,7 @@
 // (LOCKSTEP_CONTEXT), so clusters never see each other's.
 
 #include "model/generation.hpp"
+#include "tests/actors/reference_run.hpp"
 #include "storage/store.hpp"
 #include "storage/weight_store.hpp"
 #include "tests/tools/cli_runner.hpp"
@@ -35,17 +36,7 @@ std::string config_path(const std::string& name) {
          ".yaml";
 }
 
-// The reference run of one request on the same weights (seed 42: what the
-// hosts generate into their stores, tile for tile).
-model::generation_result reference(const std::string& model,
-                                   const model::generation_request& r) {
-  auto w = model::model_weights::generate(
-      model::weight_generator{*model::find_preset(model), 42});
-  model::reference_engine engine{w, 2};
-  auto out = model::generate(engine, {&r, 1});
-  EXPECT_TRUE(out) << render(out.error());
-  return (*out)[0];
-}
+using test::reference;
 
 class cluster : public ::testing::Test {
 protected:

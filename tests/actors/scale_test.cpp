@@ -7,6 +7,7 @@
 // admitted; Ctrl-C of a `generate` frees its batch slot.
 
 #include "model/generation.hpp"
+#include "tests/actors/reference_run.hpp"
 #include "tools/testing/local_cluster.hpp"
 
 #include <gtest/gtest.h>
@@ -23,17 +24,7 @@ using testing::cluster_options;
 using testing::local_cluster;
 using namespace std::chrono_literals;
 
-// The reference run of one request on the weights the hosts generate (seed
-// 42, tile for tile the same).
-model::generation_result reference(const std::string& model,
-                                   const model::generation_request& r) {
-  auto w = model::model_weights::generate(
-      model::weight_generator{*model::find_preset(model), 42});
-  model::reference_engine engine{w, 2};
-  auto out = model::generate(engine, {&r, 1});
-  EXPECT_TRUE(out) << render(out.error());
-  return out ? (*out)[0] : model::generation_result{};
-}
+using test::reference;
 
 cluster_options options(const std::string& config, const std::string& model,
                         uint32_t batch = 1, uint32_t context = 0,
@@ -60,6 +51,16 @@ void expect_reference(const caf::expected<actors::cluster_generation>& got,
   ASSERT_TRUE(got) << what << ": " << render(got.error());
   EXPECT_EQ(got->tokens, want.tokens) << what;
   EXPECT_EQ(got->logits_sha256, want.logits_sha256) << what;
+}
+
+// Until the head's status shows `key` == `value` (at most ~4 s).
+void wait_for_status(local_cluster& c, const char* key, int value) {
+  for (int i = 0; i < 200; ++i) {
+    auto st = c.status();
+    if (st && (*st)[key] == value)
+      return;
+    std::this_thread::sleep_for(20ms);
+  }
 }
 
 // Every host process gone after stop().
@@ -173,22 +174,11 @@ TEST(scale, a_full_queue_refuses_with_overloaded_and_ctrl_c_frees_a_slot) {
   auto long_run = c.spawn_cli({"generate", "--prompt-tokens", "1,2",
                                "--max-tokens", "200", "-o", "json"});
   ASSERT_TRUE(long_run);
-  // Until the head has admitted it (status counts it running).
-  for (int i = 0; i < 200; ++i) {
-    auto st = c.status();
-    if (st && (*st)["requests_active"] == 1)
-      break;
-    std::this_thread::sleep_for(20ms);
-  }
+  wait_for_status(c, "requests_active", 1); // the head admitted it
   auto queued = c.spawn_cli({"generate", "--prompt-tokens", "3",
                              "--max-tokens", "3", "-o", "json"});
   ASSERT_TRUE(queued);
-  for (int i = 0; i < 200; ++i) {
-    auto st = c.status();
-    if (st && (*st)["requests_queued"] == 1)
-      break;
-    std::this_thread::sleep_for(20ms);
-  }
+  wait_for_status(c, "requests_queued", 1);
   auto t0 = std::chrono::steady_clock::now();
   auto refused = c.run_cli({"generate", "--prompt-tokens", "4",
                             "--max-tokens", "2"});
