@@ -88,21 +88,13 @@ double cpu_s(pid_t pid) {
 
 using testing::config_path;
 
-struct up_request {
-  std::string config; // "local-64"
-  std::string model;
-  uint32_t batch = 1;
-  uint32_t context = 0;       // 0: the model's
-  uint64_t paced_slot_us = 0; // 0: logical slots
-  fs::path work_dir;          // context file, stores (reused), logs
-};
 
 // The harness's cluster (tools/testing/local_cluster.hpp), its hosts known
 // to the signal handler: a second Ctrl-C SIGKILLs them.
 class running_cluster {
 public:
-  explicit running_cluster(const up_request& r)
-      : cluster_(start(r)) {
+  explicit running_cluster(testing::cluster_options o)
+      : cluster_(start(std::move(o))) {
     for (size_t i = 0; i < cluster_.pids().size() && i < max_hosts; ++i)
       live_pids[i].store(cluster_.pids()[i]);
     if (interrupt_signal.load() != 0) {
@@ -141,14 +133,7 @@ public:
   }
 
 private:
-  static testing::local_cluster start(const up_request& r) {
-    testing::cluster_options o;
-    o.config = r.config;
-    o.model = r.model;
-    o.batch = r.batch;
-    o.context = r.context;
-    o.paced_slot_us = r.paced_slot_us;
-    o.work_dir = r.work_dir;
+  static testing::local_cluster start(testing::cluster_options o) {
     auto c = testing::local_cluster::start(std::move(o));
     if (!c) {
       check_interrupt();
@@ -241,6 +226,21 @@ struct case_spec {
   double target_ratio;
 };
 
+// What `lockstep up` gets for case `cs`: stores and logs in `work_dir`
+// (kept between the suite's clusters of one config).
+testing::cluster_options up_options(const case_spec& cs, uint32_t batch,
+                                    uint32_t context, uint64_t paced_slot_us,
+                                    const fs::path& work_dir) {
+  testing::cluster_options o;
+  o.config = cs.config;
+  o.model = cs.model;
+  o.batch = batch;
+  o.context = context;
+  o.paced_slot_us = paced_slot_us;
+  o.work_dir = work_dir;
+  return o;
+}
+
 struct options {
   int reps = 5;
   double idle_s = 5;
@@ -287,7 +287,7 @@ json run_case(const case_spec& cs, const fs::path& scratch, const options& o,
   auto db_root = scratch / cs.config;
   std::string logical_sha, logical_short_sha;
   {
-    running_cluster cluster{{cs.config, cs.model, 1, 0, 0, db_root}};
+    running_cluster cluster{up_options(cs, 1, 0, 0, db_root)};
     out["up_s"] = cluster.up_s();
     auto client = cluster.connect();
     // The first request after `up` pays for first touches and connections.
@@ -378,8 +378,7 @@ json run_case(const case_spec& cs, const fs::path& scratch, const options& o,
   // Paced: the same config and store, wall-clock slots.
   json paced{{"slot_us", o.paced_slot_us}, {"max_tokens", o.paced_tokens}};
   try {
-    running_cluster cluster{
-        {cs.config, cs.model, 1, 0, o.paced_slot_us, db_root}};
+    running_cluster cluster{up_options(cs, 1, 0, o.paced_slot_us, db_root)};
     paced["up_s"] = cluster.up_s();
     auto client = cluster.connect();
     cluster_request(client, o.paced_tokens / 2); // warm-up, as above
@@ -457,7 +456,7 @@ json run_batching(const case_spec& cs, const fs::path& scratch,
            {"context", context},
            {"max_tokens", cs.tokens}};
   running_cluster cluster{
-      {cs.config, cs.model, batch, context, 0, scratch / cs.config}};
+      up_options(cs, batch, context, 0, scratch / cs.config)};
   out["up_s"] = cluster.up_s();
   std::vector<std::string> shas;
   aggregate_tokens_per_s(cluster, 1, cs.tokens, shas); // warm-up

@@ -267,15 +267,8 @@ json run_prefill_interference() {
       planner::make_plan(*config, *model::find_preset("tiny-64"), {2, 256, {}});
   if (!made)
     throw std::runtime_error(render(made.error()));
-  const auto& pf = made->p.prefill;
-  uint32_t first_end = 0;
-  for (const auto& o : pf.ops)
-    if (o.micro_batch == 0 && o.kind == planner::op_kind::sample)
-      first_end = std::max(first_end, o.start_slot + o.duration_slots);
-  double slot_ms = made->p.slot_ns / 1e6;
-  uint32_t chunks = (b_prompt + pf.tokens - 1) / pf.tokens;
   out["predicted_ttft_ms_prefill_program"] =
-      ((chunks - 1) * double(pf.period_slots) + first_end) * slot_ms;
+      planner::predicted_ttft_ms(made->p, b_prompt);
   out["predicted_ttft_ms_token_a_step"] =
       b_prompt * made->p.predicted.token_latency_us / 1e3;
   if (auto err = c.stop())

@@ -218,12 +218,8 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
                                                    config.chip.sram_bytes);
   // Time to first token: the prompt's chunks enter the prefill program one
   // period apart; the last one's sample ends the prefill.
-  uint32_t prompt = ttft_prompt(p);
-  pr.ttft_prompt_tokens = prompt;
-  uint32_t chunks = (prompt + p.prefill.tokens - 1) / p.prefill.tokens;
-  pr.ttft_ms = (double(chunks - 1) * p.prefill.period_slots +
-                first_token_end(p.prefill)) *
-               slot_us / 1000.0;
+  pr.ttft_prompt_tokens = ttft_prompt(p);
+  pr.ttft_ms = predicted_ttft_ms(p, pr.ttft_prompt_tokens);
   // The best any chip-to-chip link offers: the lowest latency and the
   // highest bandwidth (of possibly different links), so the bound stays a
   // bound. Host links never carry activations between chips (hosts do not
@@ -290,6 +286,13 @@ caf::expected<plan_result> conclude(const cluster_config& config,
 }
 
 } // namespace
+
+double predicted_ttft_ms(const plan& p, uint32_t prompt_tokens) {
+  uint32_t chunks = (prompt_tokens + p.prefill.tokens - 1) / p.prefill.tokens;
+  return (double(std::max(chunks, 1u) - 1) * p.prefill.period_slots +
+          first_token_end(p.prefill)) *
+         (p.slot_ns / 1e6);
+}
 
 caf::expected<plan_result> make_plan(const cluster_config& config,
                                      const model::model_spec& spec,

@@ -29,6 +29,11 @@ struct plan_result {
 
 /// Places, schedules, predicts and verifies.
 /// Errors: invalid_argument (batch/context), infeasible (does not fit).
+/// Predicted time to the first token of a `prompt_tokens`-token prompt run
+/// through `p`'s prefill program: its chunks enter one period apart and the
+/// last one's sample ends it. REQUIRES: p's prefill program is built.
+double predicted_ttft_ms(const plan& p, uint32_t prompt_tokens);
+
 caf::expected<plan_result> make_plan(const cluster_config& config,
                                      const model::model_spec& spec,
                                      const plan_options& options);
