@@ -20,34 +20,50 @@ uint64_t thread_cpu_ns() {
 chip_actor::chip_actor(caf::actor_config& cfg, chip_actor_args args)
     : caf::event_based_actor(cfg)
     , args_(std::move(args))
-    , sample_state_(0x9E3779B97F4A7C15ull * (args_.executor->node() + 1)) {
-  // Which transfers leave when each op of this chip has run: the first
-  // hops (and relay hops) whose producer it is.
-  const auto& prog = args_.executor->program();
-  const auto& ops = args_.executor->ops();
-  std::vector<size_t> position(prog.ops.size(), ops.size());
-  for (size_t i = 0; i < ops.size(); ++i)
-    position[ops[i]] = i;
-  sends_.resize(ops.size());
-  for (const auto& t : prog.transfers)
-    if (position[t.after_op] < ops.size())
-      sends_[position[t.after_op]].push_back(t.id);
+    , sample_state_(0) {
+  uint32_t node = 0;
+  for (size_t k = 0; k < args_.programs.size(); ++k) {
+    const auto& exec = args_.programs[k].executor;
+    if (!exec)
+      continue;
+    node = exec->node();
+    // Which transfers leave when each op of this chip has run: the first
+    // hops (and relay hops) whose producer it is.
+    const auto& prog = exec->program();
+    const auto& ops = exec->ops();
+    std::vector<size_t> position(prog.ops.size(), ops.size());
+    for (size_t i = 0; i < ops.size(); ++i)
+      position[ops[i]] = i;
+    auto& sends = progress_[k].sends;
+    sends.resize(ops.size());
+    for (const auto& t : prog.transfers)
+      if (position[t.after_op] < ops.size())
+        sends[position[t.after_op]].push_back(t.id);
+  }
+  sample_state_ = 0x9E3779B97F4A7C15ull * (node + 1);
 }
 
 void chip_actor::on_exit() {
   args_.host = nullptr;
-  args_.routes.reset();
+  for (auto& p : args_.programs)
+    p.lane.routes.reset();
 }
 
 caf::behavior chip_actor::make_behavior() {
   return {
       [this](const arrived& a) {
+        auto k = static_cast<size_t>(a.kind);
+        if (k >= args_.programs.size() || !args_.programs[k].executor)
+          return fail(caf::make_error(
+              errc::bad_program,
+              "an arrival of the " + std::string{planner::to_string(a.kind)} +
+                  " program, which this chip does not run"));
         // A sampled handler times its ops too, so that handler - kernel
         // comes from the same calls.
         timing_ = sample_cpu();
         uint64_t t0 = timing_ ? thread_cpu_ns() : 0;
-        args_.executor->note_arrival(a.transfer, a.step);
-        advance();
+        args_.programs[k].executor->note_arrival(a.transfer, a.step);
+        advance(k);
         if (timing_)
           args_.figures->handler_ns.fetch_add(
               (thread_cpu_ns() - t0) * cpu_sample_every,
@@ -63,45 +79,48 @@ bool chip_actor::sample_cpu() {
   return sample_state_ % cpu_sample_every == 0;
 }
 
-void chip_actor::advance() {
-  const auto& ops = args_.executor->ops();
+void chip_actor::fail(const caf::error& err) {
+  if (failed_)
+    return;
+  failed_ = true;
+  anon_send(args_.host, failed{render(err)});
+}
+
+void chip_actor::advance(size_t k) {
+  auto& exec = *args_.programs[k].executor;
+  auto& lane = args_.programs[k].lane;
+  auto& pr = progress_[k];
+  const auto& ops = exec.ops();
+  if (ops.empty())
+    return; // REQUIRES of the host: executors only for chips with ops
   while (!failed_) {
-    if (next_ == ops.size()) {
+    if (pr.next == ops.size()) {
       // The step is done here: its receive windows may be rewritten.
-      if (auto err = args_.transport->release(
-              args_.executor->config().ref(args_.executor->node()), step_)) {
-        failed_ = true;
-        anon_send(args_.host, failed{render(err)});
-        return;
-      }
-      ++step_;
-      next_ = 0;
+      if (auto err = lane.transport->release(
+              exec.config().ref(exec.node()), pr.step))
+        return fail(err);
+      ++pr.step;
+      pr.next = 0;
       args_.figures->steps_run.fetch_add(1, std::memory_order_relaxed);
       continue; // arrivals of the next step may be here already
     }
-    uint32_t id = ops[next_];
-    if (!args_.executor->ready(id, step_))
+    uint32_t id = ops[pr.next];
+    if (!exec.ready(id, pr.step))
       return; // an arrival will call again
     uint64_t t0 = timing_ ? thread_cpu_ns() : 0;
-    auto err = args_.executor->run(id, step_);
+    auto err = exec.run(id, pr.step);
     if (timing_)
       args_.figures->kernel_ns.fetch_add(
           (thread_cpu_ns() - t0) * cpu_sample_every,
           std::memory_order_relaxed);
-    if (err) {
-      failed_ = true;
-      anon_send(args_.host, failed{render(err)});
-      return;
-    }
-    for (auto t : sends_[next_])
-      if (auto err = detail::send_transfer(this, *args_.transport,
-                                           *args_.routes, t, step_)) {
-        failed_ = true;
-        anon_send(args_.host, failed{render(err)});
-        return;
-      }
+    if (err)
+      return fail(err);
+    for (auto t : pr.sends[pr.next])
+      if (auto err = detail::send_transfer(this, *lane.transport,
+                                           *lane.routes, t, pr.step))
+        return fail(err);
     args_.figures->ops_run.fetch_add(1, std::memory_order_relaxed);
-    ++next_;
+    ++pr.next;
   }
 }
 

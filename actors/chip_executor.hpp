@@ -97,6 +97,12 @@ public:
   /// data: e.g. a row outside the KV slice), each naming chip, op and slot.
   caf::error run(uint32_t id, uint64_t step, model::worker_pool* pool = nullptr);
 
+  /// The node's other program has run on this SRAM since this program's
+  /// last step: nothing this executor wrote is there any more. Forgets it
+  /// all, so that the next step's feed takes no carried rows (the token
+  /// loop supplies them). REQUIRES: no step of this program under way.
+  void forget_writes() { written_.clear(); }
+
   /// Checks that outgoing transfer `t`'s send window holds what its
   /// producer wrote in `step` (never stale bytes). Errors: missing_input
   /// naming the transfer, its producer, chip and slot.

@@ -2,6 +2,7 @@
 
 #include "actors/detail/local_routes.hpp"
 #include "actors/detail/envelope.hpp"
+#include "actors/detail/programs.hpp"
 #include "actors/sram.hpp"
 #include "planner/plan_codec.hpp"
 #include "transport/host_transport.hpp"
@@ -18,7 +19,8 @@ using detail::envelope;
 coordinator::coordinator(caf::actor_config& cfg, coordinator_args args)
     : caf::event_based_actor(cfg)
     , args_(std::move(args))
-    , slots_(args_.plan, args_.max_queue) {}
+    , slots_(args_.plan, args_.max_queue,
+             detail::runs_prefill(args_.plan, args_.slot_mode == "paced")) {}
 
 coordinator::~coordinator() {
   if (hub_)
@@ -28,9 +30,9 @@ coordinator::~coordinator() {
 void coordinator::on_exit() {
   if (hub_)
     hub_->close();
-  sampler_.reset();
+  for (auto& p : programs_)
+    p.exec.reset();
   endpoint_.reset();
-  routes_.reset();
 }
 
 caf::behavior coordinator::make_behavior() {
@@ -62,30 +64,39 @@ caf::behavior coordinator::make_behavior() {
           quit();
       },
       [this](const arrived& a) {
-        if (!sampler_)
+        auto k = static_cast<size_t>(a.kind);
+        if (k >= programs_.size() || !programs_[k].exec)
           return;
-        sampler_->note_arrival(a.transfer, a.step);
+        programs_[k].exec->note_arrival(a.transfer, a.step);
         step();
       },
       [this](const sampler_ready& s) {
         endpoint_ = s;
-        auto made = chip_executor::make(*s.plan, args_.config,
-                                        planner::program_kind::decode, s.node,
-                                        s.arena->bytes(), *s.rope, &slots_);
-        if (!made)
-          return fail(render(made.error()));
-        sampler_ = std::move(*made);
-        transport_ = s.transport.get();
-        routes_ = s.routes;
-        const auto& prog = sampler_->program();
-        const auto& ops = sampler_->ops();
-        std::vector<size_t> position(prog.ops.size(), ops.size());
-        for (size_t i = 0; i < ops.size(); ++i)
-          position[ops[i]] = i;
-        sends_.assign(ops.size(), {});
-        for (const auto& t : prog.transfers)
-          if (position[t.after_op] < ops.size())
-            sends_[position[t.after_op]].push_back(t.id);
+        bool prefill =
+            detail::runs_prefill(args_.plan, args_.slot_mode == "paced");
+        if (prefill != (s.lanes[1].transport != nullptr))
+          return fail("the head's host and the coordinator disagree on "
+                      "running the prefill program");
+        for (auto kind : {planner::program_kind::decode,
+                          planner::program_kind::prefill}) {
+          auto& pr = programs_[static_cast<size_t>(kind)];
+          if (!s.lanes[static_cast<size_t>(kind)].transport)
+            continue;
+          auto made = chip_executor::make(*s.plan, args_.config, kind, s.node,
+                                          s.arena->bytes(), *s.rope, &slots_);
+          if (!made)
+            return fail(render(made.error()));
+          pr.exec = std::move(*made);
+          const auto& prog = pr.exec->program();
+          const auto& ops = pr.exec->ops();
+          std::vector<size_t> position(prog.ops.size(), ops.size());
+          for (size_t i = 0; i < ops.size(); ++i)
+            position[ops[i]] = i;
+          pr.sends.assign(ops.size(), {});
+          for (const auto& t : prog.transfers)
+            if (position[t.after_op] < ops.size())
+              pr.sends[position[t.after_op]].push_back(t.id);
+        }
         step(); // requests may be waiting
       },
       [this](const failed& f) {
@@ -288,9 +299,8 @@ void coordinator::on_generate(uint64_t conn, schema::Generate::Reader g) {
 }
 
 void coordinator::step() {
-  if (!sampler_ || !started_ || stopping_ || !failure_.empty())
+  if (!programs_[0].exec || !started_ || stopping_ || !failure_.empty())
     return;
-  const auto& ops = sampler_->ops();
   for (;;) {
     if (!running_) {
       slots_.admit();
@@ -301,27 +311,41 @@ void coordinator::step() {
       if (idle_ && args_.slot_mode == "paced")
         resume_schedule();
       idle_ = false;
+      auto kind = slots_.begin_step();
+      if (kind != kind_) {
+        // The other program ran on the endpoint's arena since this one's
+        // last step (as on every chip's): nothing it wrote is there now.
+        if (auto& other = programs_[static_cast<size_t>(kind)].exec)
+          other->forget_writes();
+        kind_ = kind;
+      }
       running_ = true;
       next_ = 0;
     }
+    auto& pr = programs_[static_cast<size_t>(kind_)];
+    if (!pr.exec)
+      return fail(std::string{"a "} + planner::to_string(kind_) +
+                  " step, which this cluster does not run");
+    const auto& lane = endpoint_->lanes[static_cast<size_t>(kind_)];
+    const auto& ops = pr.exec->ops();
     if (next_ == ops.size()) {
-      if (auto err = transport_->release(
-              args_.config.ref(sampler_->node()), step_))
+      if (auto err = lane.transport->release(
+              args_.config.ref(pr.exec->node()), pr.step))
         return fail(render(err));
-      ++step_;
+      ++pr.step;
       ++steps_run_;
       running_ = false;
       flush_events();
       continue;
     }
     uint32_t id = ops[next_];
-    if (!sampler_->ready(id, step_))
+    if (!pr.exec->ready(id, pr.step))
       return; // the logits are on their way
-    if (auto err = sampler_->run(id, step_))
+    if (auto err = pr.exec->run(id, pr.step))
       return fail(render(err));
-    for (auto t : sends_[next_])
-      if (auto err = detail::send_transfer(this, *transport_, *routes_, t,
-                                           step_))
+    for (auto t : pr.sends[next_])
+      if (auto err = detail::send_transfer(this, *lane.transport,
+                                           *lane.routes, t, pr.step))
         return fail(render(err));
     ++next_;
     flush_events();
@@ -334,15 +358,18 @@ void coordinator::resume_schedule() {
   // for the Resume to reach every host first (TCP on this machine: well
   // under a millisecond idle, tens loaded).
   constexpr int64_t margin_ns = 50'000'000;
-  auto at = transport_->now_ns() + margin_ns;
-  if (auto err = transport_->resume_at(step_, at))
+  // Paced clusters run decode alone (detail/programs.hpp).
+  auto& transport = *endpoint_->lanes[0].transport;
+  uint64_t step = programs_[0].step;
+  auto at = transport.now_ns() + margin_ns;
+  if (auto err = transport.resume_at(step, at))
     return fail(render(err));
   for (const auto& [rank, h] : hosts_) {
     if (rank == 0 || h.connection == 0)
       continue; // rank 0 shares this transport
     envelope e;
     auto r = e.root().initResume();
-    r.setStep(step_);
+    r.setStep(step);
     r.setAtRefNs(at);
     hub_->send(h.connection, e.builder());
   }
@@ -412,6 +439,12 @@ std::string coordinator::status_json() const {
          {"slot_mode", args_.slot_mode},
          {"slot_ns", args_.slot_ns},
          {"steps_run", steps_run_},
+         // Which program each step ran (detail/programs.hpp): prompts in
+         // chunks of prefill_chunk_tokens, or a token a decode step.
+         {"prefill_program", programs_[1].exec != nullptr},
+         {"prefill_chunk_tokens", p.prefill.tokens},
+         {"decode_steps_run", programs_[0].step},
+         {"prefill_steps_run", programs_[1].step},
          {"requests_active", slots_.active()},
          {"requests_queued", slots_.queued()},
          {"hosts", hosts},

@@ -12,10 +12,11 @@
 // Ready, Start. Clients send Generate, StatusRequest or Shutdown.
 //
 // Steps: while any request holds a slot or waits for one, the coordinator
-// admits at the step boundary, runs the feed ops (their sends leave for the
-// embedding chips), and when every logit slice of a micro-batch has
-// arrived runs its sample; after the last sample of the step, the next.
-// Idle, nothing runs anywhere.
+// admits at the step boundary, picks the step's program (a prefill chunk
+// or a decode step: detail/request_slots.hpp), runs its feed ops (their
+// sends leave for the embedding chips), and when every logit slice of a
+// micro-batch has arrived runs its sample; after the last sample of the
+// step, the next. Idle, nothing runs anywhere.
 
 #include "actors/detail/connection_hub.hpp"
 #include "actors/detail/request_slots.hpp"
@@ -25,6 +26,7 @@
 
 #include <caf/event_based_actor.hpp>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -93,14 +95,17 @@ private:
   std::map<uint64_t, uint64_t> request_conn_;
   uint64_t next_request_ = 1;
   detail::request_slots slots_;
-  // The sampler endpoint (what sampler_ready brought keeps it alive).
+  // The sampler endpoint (what sampler_ready brought keeps it alive): per
+  // program its executor, sends and steps.
+  struct endpoint_program {
+    std::unique_ptr<chip_executor> exec;
+    std::vector<std::vector<uint32_t>> sends; // per op of the sampler
+    uint64_t step = 0; // the current (or next) step of this program
+  };
   std::optional<sampler_ready> endpoint_;
-  std::unique_ptr<chip_executor> sampler_;
-  transport::host_transport* transport_ = nullptr;
-  std::shared_ptr<const detail::local_routes> routes_;
-  std::vector<std::vector<uint32_t>> sends_; // per op of the sampler
+  std::array<endpoint_program, 2> programs_; // by program_kind
+  planner::program_kind kind_ = planner::program_kind::decode; // this step's
   size_t next_ = 0;    // next op of the step
-  uint64_t step_ = 0;  // the current (or next) step
   bool running_ = false; // a step is under way
   bool idle_ = true;     // no step ran since the last request ended
   uint64_t steps_run_ = 0;

@@ -2,6 +2,7 @@
 
 #include "actors/detail/local_routes.hpp"
 #include "actors/detail/envelope.hpp"
+#include "actors/detail/programs.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/plan_share.hpp"
 #include "planner/verifier.hpp"
@@ -10,7 +11,6 @@
 #include "transport/rendezvous.hpp"
 
 #include <ctime>
-#include <malloc.h>
 #include <malloc.h>
 #include <caf/send.hpp>
 
@@ -23,6 +23,7 @@
 namespace lockstep::actors {
 
 using detail::envelope;
+using planner::program_kind;
 
 // The transport's start-up rendezvous through the head: publish sends this
 // host's hello to the head; fetch asks for another's and waits for the
@@ -76,16 +77,43 @@ private:
   std::map<uint32_t, std::vector<std::byte>> hellos_;
 };
 
+namespace {
+
+// A program's view of the rendezvous: its hellos under ranks shifted by
+// `offset`, so that the transports of two programs do not meet.
+class program_rendezvous final : public transport::rendezvous {
+public:
+  program_rendezvous(transport::rendezvous& inner, uint32_t offset)
+      : inner_(inner)
+      , offset_(offset) {}
+  caf::expected<void> publish(uint32_t host,
+                              std::span<const std::byte> message) override {
+    return inner_.publish(host + offset_, message);
+  }
+  caf::expected<std::vector<std::byte>>
+  fetch(uint32_t host, std::chrono::nanoseconds timeout) override {
+    return inner_.fetch(host + offset_, timeout);
+  }
+
+private:
+  transport::rendezvous& inner_;
+  uint32_t offset_;
+};
+
+} // namespace
+
 host_actor::host_actor(caf::actor_config& cfg, host_args args)
     : caf::event_based_actor(cfg)
     , args_(std::move(args)) {}
 
 host_actor::~host_actor() {
   stop_progress_ = true;
-  if (transport_)
-    transport_->wake();
-  if (progress_.joinable())
-    progress_.join();
+  for (auto& l : lanes_) {
+    if (l.lane.transport)
+      l.lane.transport->wake();
+    if (l.progress.joinable())
+      l.progress.join();
+  }
 }
 
 void host_actor::on_exit() {
@@ -170,9 +198,10 @@ void host_actor::on_message(detail::control_message& msg) {
   case schema::Envelope::SHUTDOWN:
     return stop();
   case schema::Envelope::RESUME:
-    if (transport_)
-      if (auto err = transport_->resume_at(root.getResume().getStep(),
-                                           root.getResume().getAtRefNs()))
+    // Paced clusters run decode alone (detail/programs.hpp).
+    if (auto& t = lanes_[0].lane.transport)
+      if (auto err = t->resume_at(root.getResume().getStep(),
+                                  root.getResume().getAtRefNs()))
         fail(render(err));
     return;
   case schema::Envelope::ERROR:
@@ -240,23 +269,26 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
   if (auto err = ws->check_model(p.spec))
     return err;
 
-  // One arena per node of this host that the plan uses.
-  const auto& prog = p.decode;
+  // One arena per node of this host that the plan uses (both programs:
+  // they share it).
   std::set<uint32_t> nodes;
   for (const auto& sh : p.shards)
     nodes.insert(sh.chip);
-  for (const auto& o : prog.ops)
-    nodes.insert(o.chip);
-  for (const auto& t : prog.transfers) {
-    nodes.insert(t.src);
-    nodes.insert(t.dst);
+  for (const auto* prog : {&p.decode, &p.prefill}) {
+    for (const auto& o : prog->ops)
+      nodes.insert(o.chip);
+    for (const auto& t : prog->transfers) {
+      nodes.insert(t.src);
+      nodes.insert(t.dst);
+    }
   }
   nodes.insert(args_.config.host_node(args_.rank));
   for (auto n : nodes) {
     if (args_.config.ref(n).host != args_.rank)
       continue;
     uint64_t bytes = args_.config.is_host_node(n)
-                         ? std::max(prog.arenas[n].end, uint64_t{1})
+                         ? std::max({p.decode.arenas[n].end,
+                                     p.prefill.arenas[n].end, uint64_t{1}})
                          : args_.config.chip.sram_bytes;
     if (!args_.config.is_host_node(n) && p.usage[n].total() > bytes)
       return caf::make_error(errc::bad_program,
@@ -278,9 +310,96 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
   if (!loaded)
     return loaded.error();
 
-  // The transport, on the arenas: zero copy.
-  auto table = planner::slot_table_of(args_.config, p,
-                                      planner::program_kind::decode);
+  // A transport per program it runs, on the arenas: zero copy. Every host
+  // decides alike which (and opens them in the same order).
+  std::vector<program_kind> kinds{program_kind::decode};
+  if (detail::runs_prefill(p, settings.mode == transport::slot_mode::paced))
+    kinds.push_back(program_kind::prefill);
+  for (auto kind : kinds)
+    if (auto err = open_lane(kind, settings))
+      return err;
+  // The whole plan is checked and the whole slot tables built: from here
+  // on a host keeps only its own chips' programs (~1/12 of local-1500's).
+  // The head keeps all of it: it plans, samples and reports the plan hash.
+  if (args_.rank != 0) {
+    std::vector<bool> mine(args_.config.node_count());
+    for (uint32_t n = 0; n < mine.size(); ++n)
+      mine[n] = args_.config.ref(n).host == args_.rank;
+    planner::keep_programs_of(*owned, mine);
+  }
+
+  // Chip actors for the chips that run ops; the sampler endpoint goes to
+  // the coordinator.
+  rope_ = std::make_shared<const model::rope_table>(
+      p.spec.head_dim, p.spec.rope_theta, p.spec.max_context);
+  std::array<std::set<uint32_t>, 2> with_ops;
+  for (auto kind : kinds)
+    for (const auto& o : p.program(kind).ops)
+      if (args_.config.ref(o.chip).host == args_.rank)
+        with_ops[static_cast<size_t>(kind)].insert(o.chip);
+  std::set<uint32_t> chips = with_ops[0];
+  chips.insert(with_ops[1].begin(), with_ops[1].end());
+  auto self = caf::actor_cast<caf::actor>(this);
+  for (auto n : chips) {
+    if (n == p.sampler) {
+      if (!args_.coordinator)
+        return caf::make_error(errc::bad_program,
+                               "the sampler runs on this host, which has no "
+                               "coordinator");
+      chips_[n] = args_.coordinator; // told once the routes are complete
+      continue;
+    }
+    chip_actor_args a;
+    for (auto kind : kinds) {
+      auto k = static_cast<size_t>(kind);
+      if (!with_ops[k].contains(n))
+        continue;
+      auto exec = chip_executor::make(p, args_.config, kind, n,
+                                      arenas_[n]->bytes(), *rope_);
+      if (!exec)
+        return exec.error();
+      a.programs[k] = {std::move(*exec), lanes_[k].lane};
+    }
+    auto figures = std::make_shared<chip_figures>();
+    figures_[n] = figures;
+    a.keep = {plan_, arenas_[n], rope_};
+    a.figures = figures;
+    a.host = self;
+    chips_[n] = system().spawn<chip_actor>(std::move(a));
+  }
+  // Complete before any actor reads them: the chips read them only when
+  // they send, after an arrival, and arrivals start after this (the
+  // progress threads start below; the sampler is told below).
+  for (auto kind : kinds) {
+    auto& l = lanes_[static_cast<size_t>(kind)];
+    auto routes = std::const_pointer_cast<detail::local_routes>(l.lane.routes);
+    routes->receiver.resize(l.arrival_node.size());
+    for (size_t i = 0; i < l.arrival_node.size(); ++i)
+      if (auto it = chips_.find(l.arrival_node[i]); it != chips_.end())
+        routes->receiver[i] = it->second;
+  }
+  if (chips_.contains(p.sampler))
+    anon_send(args_.coordinator,
+              sampler_ready{plan_, p.sampler, arenas_[p.sampler], rope_,
+                            {lanes_[0].lane, lanes_[1].lane}});
+  for (auto kind : kinds)
+    start_progress(kind);
+  ::malloc_trim(0);
+  std::fprintf(stderr,
+               "lockstepd: host %u ready: %zu chips, %llu weight bytes "
+               "loaded (%llu generated into the store)\n",
+               args_.rank, chips_.size(),
+               static_cast<unsigned long long>(*loaded),
+               static_cast<unsigned long long>(generated));
+  return {};
+}
+
+caf::error host_actor::open_lane(program_kind kind,
+                                 const transport::transport_settings& settings) {
+  const auto& p = *plan_;
+  const auto& prog = p.program(kind);
+  auto k = static_cast<size_t>(kind);
+  auto table = planner::slot_table_of(args_.config, p, kind);
   // This host keeps its share: its links' transfers only.
   auto program = [&]() -> caf::expected<transport::slot_program> {
     auto whole = transport::slot_program::load(table);
@@ -295,105 +414,64 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
     auto n = args_.config.flat(c);
     if (!n || !arenas_.contains(*n))
       return caf::make_error(errc::bad_program,
-                             "the slot table names " + transport::to_string(c) +
+                             "the " + std::string{to_string(kind)} +
+                                 " slot table names " + transport::to_string(c) +
                                  ", which the plan does not use");
     auto mem = arenas_[*n]->bytes();
     const auto& a = prog.arenas[*n];
     if (a.send_base + a.send_bytes > mem.size() ||
         a.recv_base + a.recv_bytes > mem.size())
       return caf::make_error(errc::bad_program,
-                             transport::to_string(c) +
-                                 "'s arenas lie outside its SRAM");
+                             transport::to_string(c) + "'s " +
+                                 to_string(kind) +
+                                 " arenas lie outside its SRAM");
     memory.push_back({c, mem.subspan(a.send_base, a.send_bytes),
                       mem.subspan(a.recv_base, a.recv_bytes)});
   }
   auto routes = std::make_shared<detail::local_routes>();
+  routes->kind = kind;
   routes->slot_index.assign(prog.transfers.size(), planner::no_id);
-  auto& index = routes->slot_index;
-  arrival_node_.assign(program->transfers().size(), planner::no_id);
+  auto& arrival = lanes_[k].arrival_node;
+  arrival.assign(program->transfers().size(), planner::no_id);
   for (uint32_t i = 0; i < program->transfers().size(); ++i) {
     uint32_t id = program->transfers()[i].id;
     if (id >= prog.transfers.size())
-      return caf::make_error(errc::bad_program, "the slot table's transfer " +
-                                                    std::to_string(id) +
-                                                    " is not the plan's");
-    index[id] = i;
-    arrival_node_[i] = prog.transfers[id].dst;
+      return caf::make_error(errc::bad_program,
+                             "the " + std::string{to_string(kind)} +
+                                 " slot table's transfer " +
+                                 std::to_string(id) + " is not the plan's");
+    routes->slot_index[id] = i;
+    arrival[i] = prog.transfers[id].dst;
   }
   transport::transport_options opts;
   opts.host = args_.rank;
   opts.settings = settings;
   opts.send_delay_ns = args_.inject_send_delay_ns;
-  auto t = transport::host_transport::create(opts, std::move(*program),
-                                             *rendezvous_, std::move(memory));
+  // Each program's transport exchanges its own hellos: prefill's are kept
+  // under ranks shifted past decode's.
+  program_rendezvous rv{*rendezvous_,
+                        static_cast<uint32_t>(k * args_.config.host_count())};
+  auto t = transport::host_transport::create(opts, std::move(*program), rv,
+                                             std::move(memory));
   if (!t)
     return t.error();
-  transport_ = std::move(*t);
-  // The whole plan is checked and the whole slot table built: from here
-  // on a host keeps only its own chips' programs (~1/12 of local-1500's).
-  // The head keeps all of it: it plans, samples and reports the plan hash.
-  if (args_.rank != 0) {
-    std::vector<bool> mine(args_.config.node_count());
-    for (uint32_t n = 0; n < mine.size(); ++n)
-      mine[n] = args_.config.ref(n).host == args_.rank;
-    planner::keep_programs_of(*owned, mine);
-  }
+  lanes_[k].lane = {std::move(*t), std::move(routes)};
+  return {};
+}
 
-  // Chip actors for the chips that run ops; the sampler endpoint goes to
-  // the coordinator.
-  rope_ = std::make_shared<const model::rope_table>(
-      p.spec.head_dim, p.spec.rope_theta, p.spec.max_context);
-  std::set<uint32_t> with_ops;
-  for (const auto& o : prog.ops)
-    if (args_.config.ref(o.chip).host == args_.rank)
-      with_ops.insert(o.chip);
-  auto self = caf::actor_cast<caf::actor>(this);
-  routes_ = routes;
-  for (auto n : with_ops) {
-    if (n == p.sampler) {
-      if (!args_.coordinator)
-        return caf::make_error(errc::bad_program,
-                               "the sampler runs on this host, which has no "
-                               "coordinator");
-      chips_[n] = args_.coordinator; // told once the routes are complete
-      continue;
-    }
-    auto exec = chip_executor::make(p, args_.config,
-                                    planner::program_kind::decode, n,
-                                    arenas_[n]->bytes(), *rope_);
-    if (!exec)
-      return exec.error();
-    auto figures = std::make_shared<chip_figures>();
-    figures_[n] = figures;
-    chip_actor_args a;
-    a.keep = {plan_, arenas_[n], rope_};
-    a.executor = std::move(*exec);
-    a.transport = transport_;
-    a.routes = routes;
-    a.figures = figures;
-    a.host = self;
-    chips_[n] = system().spawn<chip_actor>(std::move(a));
-  }
-  // Complete before any actor reads it: the chips read it only when they
-  // send, after an arrival, and arrivals start after this (the progress
-  // thread starts below; the sampler is told below).
-  routes->receiver.resize(arrival_node_.size());
-  for (size_t i = 0; i < arrival_node_.size(); ++i)
-    if (auto it = chips_.find(arrival_node_[i]); it != chips_.end())
-      routes->receiver[i] = it->second;
-  if (chips_.contains(p.sampler))
-    anon_send(args_.coordinator, sampler_ready{plan_, p.sampler,
-                                               arenas_[p.sampler], rope_,
-                                               transport_, routes});
+void host_actor::start_progress(program_kind kind) {
   // The progress thread: every arrival to the chip it is for. It blocks in
   // the transport while nothing happens; tear_down() wakes it to stop, so
   // the timeout is only a safety net. (At 200 ms, each of local-64's 8 idle
   // hosts spent ~0.4% of a core on the wake-ups and the polling after them.)
-  progress_ = std::thread([this, self] {
+  auto self = caf::actor_cast<caf::actor>(this);
+  auto& l = lanes_[static_cast<size_t>(kind)];
+  l.progress = std::thread([this, self, kind, &l] {
+    auto& transport = *l.lane.transport;
     std::vector<transport::transport_event> events;
     while (!stop_progress_) {
       events.clear();
-      if (auto err = transport_->wait(events, std::chrono::seconds(5))) {
+      if (auto err = transport.wait(events, std::chrono::seconds(5))) {
         anon_send(self, failed{render(err)});
         return;
       }
@@ -404,24 +482,16 @@ caf::error host_actor::setup(schema::Setup::Reader s) {
         }
         if (ev.what != transport::transport_event::kind::arrival)
           continue;
-        uint32_t node = arrival_node_[ev.transfer];
+        uint32_t node = l.arrival_node[ev.transfer];
         auto it = chips_.find(node);
         if (it == chips_.end())
           continue;
         anon_send(it->second,
-                  arrived{transport_->program().transfers()[ev.transfer].id,
-                          ev.step});
+                  arrived{transport.program().transfers()[ev.transfer].id,
+                          ev.step, kind});
       }
     }
   });
-  ::malloc_trim(0);
-  std::fprintf(stderr,
-               "lockstepd: host %u ready: %zu chips, %llu weight bytes "
-               "loaded (%llu generated into the store)\n",
-               args_.rank, chips_.size(),
-               static_cast<unsigned long long>(*loaded),
-               static_cast<unsigned long long>(generated));
-  return {};
 }
 
 void host_actor::send_heartbeat() {
@@ -443,23 +513,36 @@ void host_actor::send_heartbeat() {
     chips[i].setHandlerNs(f->handler_ns.load(std::memory_order_relaxed));
     ++i;
   }
-  if (transport_) {
-    const auto& links = transport_->program().links();
-    std::vector<uint32_t> mine;
-    for (uint32_t l = 0; l < links.size(); ++l)
-      if (links[l].src.host == args_.rank || links[l].dst.host == args_.rank)
-        mine.push_back(l);
-    auto out = hb.initLinks(static_cast<unsigned>(mine.size()));
-    for (size_t k = 0; k < mine.size(); ++k) {
-      auto c = transport_->counters(mine[k]);
-      out[k].setLink(links[mine[k]].name);
-      out[k].setBytesSent(c.bytes_sent);
-      out[k].setTransfersSent(c.transfers_sent);
-      out[k].setBytesReceived(c.bytes_received);
-      out[k].setTransfersReceived(c.transfers_received);
-      out[k].setSlotMisses(c.slot_misses);
-      out[k].setMaxLatenessNs(c.max_lateness_ns);
+  // Per link of this host, both programs' counters summed.
+  std::map<std::string, transport::link_counters> sums;
+  for (const auto& l : lanes_) {
+    if (!l.lane.transport)
+      continue;
+    const auto& links = l.lane.transport->program().links();
+    for (uint32_t i = 0; i < links.size(); ++i) {
+      if (links[i].src.host != args_.rank && links[i].dst.host != args_.rank)
+        continue;
+      auto c = l.lane.transport->counters(i);
+      auto& s = sums[links[i].name];
+      s.bytes_sent += c.bytes_sent;
+      s.transfers_sent += c.transfers_sent;
+      s.bytes_received += c.bytes_received;
+      s.transfers_received += c.transfers_received;
+      s.slot_misses += c.slot_misses;
+      s.max_lateness_ns = std::max(s.max_lateness_ns, c.max_lateness_ns);
     }
+  }
+  auto out = hb.initLinks(static_cast<unsigned>(sums.size()));
+  size_t k = 0;
+  for (const auto& [name, c] : sums) {
+    out[k].setLink(name);
+    out[k].setBytesSent(c.bytes_sent);
+    out[k].setTransfersSent(c.transfers_sent);
+    out[k].setBytesReceived(c.bytes_received);
+    out[k].setTransfersReceived(c.transfers_received);
+    out[k].setSlotMisses(c.slot_misses);
+    out[k].setMaxLatenessNs(c.max_lateness_ns);
+    ++k;
   }
   hub_->send(0, e.builder());
 }
@@ -485,20 +568,24 @@ void host_actor::stop() {
 }
 
 void host_actor::tear_down() {
-  // The progress thread reads chips_: stop it first.
+  // The progress threads read chips_: stop them first.
   stop_progress_ = true;
-  if (transport_)
-    transport_->wake();
-  if (progress_.joinable())
-    progress_.join();
+  for (auto& l : lanes_) {
+    if (l.lane.transport)
+      l.lane.transport->wake();
+    if (l.progress.joinable())
+      l.progress.join();
+  }
   for (auto& [n, a] : chips_)
     if (a != args_.coordinator)
       anon_send_exit(a, caf::exit_reason::user_shutdown);
   chips_.clear();
-  routes_.reset();
   args_.coordinator = nullptr;
-  if (transport_)
-    transport_->close(std::chrono::seconds(5));
+  for (auto& l : lanes_) {
+    l.lane.routes.reset();
+    if (l.lane.transport)
+      l.lane.transport->close(std::chrono::seconds(5));
+  }
   if (hub_)
     hub_->close();
 }

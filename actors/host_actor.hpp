@@ -5,10 +5,10 @@
 // refuses a plan its verifier rejects — the weight seed and the slot
 // settings), makes sure its RocksDB store holds its chips' tiles
 // (generating only those it lacks), maps one SRAM arena per chip of this
-// host, loads only its chips' shards into them, opens the slotted
-// transport on those arenas (hellos relayed by the head), spawns a chip
-// actor per chip that has work, and runs the progress thread that hands
-// every arrival to the chip it is for. It heartbeats per-chip and per-link
+// host, loads only its chips' shards into them, opens a slotted transport
+// per program it runs on those arenas (hellos relayed by the head), spawns
+// a chip actor per chip that has work, and runs a progress thread per
+// transport that hands every arrival to the chip it is for. It heartbeats per-chip and per-link
 // counters to the head and leaves on Shutdown.
 //
 // Spawned detached: setup blocks (store, transport start-up).
@@ -22,6 +22,7 @@
 
 #include <caf/event_based_actor.hpp>
 
+#include <array>
 #include <atomic>
 #include <filesystem>
 #include <map>
@@ -33,6 +34,7 @@
 namespace lockstep::transport {
 class host_transport;
 class slot_program;
+struct transport_settings;
 } // namespace lockstep::transport
 
 namespace lockstep::actors {
@@ -75,12 +77,21 @@ private:
   std::shared_ptr<const planner::plan> plan_;
   std::shared_ptr<const model::rope_table> rope_;
   std::map<uint32_t, std::shared_ptr<sram_arena>> arenas_; // by node
-  std::shared_ptr<transport::host_transport> transport_;
-  std::shared_ptr<const detail::local_routes> routes_;
-  std::vector<uint32_t> arrival_node_; // by slot-table transfer index
+  // Per program (decode, prefill): its transport, its routes, the node
+  // each of its slot-table transfers arrives at, and the progress thread
+  // that hands them on. Prefill's stays empty when the cluster feeds
+  // prompts through decode (detail/programs.hpp).
+  struct lane_state {
+    program_lane lane;
+    std::vector<uint32_t> arrival_node; // by slot-table transfer index
+    std::thread progress;
+  };
+  caf::error open_lane(planner::program_kind kind,
+                       const transport::transport_settings& settings);
+  void start_progress(planner::program_kind kind);
+  std::array<lane_state, 2> lanes_;
   std::map<uint32_t, caf::actor> chips_; // by node
   std::map<uint32_t, std::shared_ptr<chip_figures>> figures_;
-  std::thread progress_;
   std::atomic<bool> stop_progress_{false};
   bool started_ = false;
   bool stopping_ = false;

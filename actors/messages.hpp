@@ -17,6 +17,7 @@
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,15 +35,17 @@ namespace detail {
 struct local_routes;
 }
 
-/// Transfer `transfer` (plan id) of `step` has landed in its receive window.
+/// Transfer `transfer` (plan id in program `kind`) of that program's step
+/// `step` has landed in its receive window.
 struct arrived {
   uint32_t transfer = 0;
   uint64_t step = 0;
+  planner::program_kind kind = planner::program_kind::decode;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, arrived& x) {
-  return f(caf::meta::type_name("arrived"), x.transfer, x.step);
+  return f(caf::meta::type_name("arrived"), x.transfer, x.step, x.kind);
 }
 
 /// A control message from connection `connection` (the host's head link is
@@ -63,18 +66,25 @@ struct failed {
   std::string why;
 };
 
+/// The transport a program's transfers travel on, and how a host's sends of
+/// it reach their receivers. Each program has its own slot table, hence its
+/// own transport; prefill's is null when the cluster feeds prompts through
+/// decode (actors/detail/programs.hpp).
+struct program_lane {
+  std::shared_ptr<transport::host_transport> transport;
+  std::shared_ptr<const detail::local_routes> routes;
+};
+
 /// Rank 0's host hands the coordinator the sampler endpoint it runs: the
-/// endpoint's arena, the plan and the transport it posts sends on (all
-/// kept alive by the shared pointers); the coordinator makes the executor,
+/// endpoint's arena, the plan and the transports it posts sends on (all
+/// kept alive by the shared pointers); the coordinator makes the executors,
 /// whose token loop is its own request table.
 struct sampler_ready {
   std::shared_ptr<const planner::plan> plan;
   uint32_t node = 0;
   std::shared_ptr<sram_arena> arena;
   std::shared_ptr<const model::rope_table> rope;
-  std::shared_ptr<transport::host_transport> transport;
-  // How the sampler's sends reach their receivers.
-  std::shared_ptr<const detail::local_routes> routes;
+  std::array<program_lane, 2> lanes; // by program_kind
 };
 
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;

@@ -23,7 +23,7 @@
 
 namespace lockstep::planner {
 
-inline constexpr uint32_t planner_version = 3;
+inline constexpr uint32_t planner_version = 4; // 4: no dead last-layer roots
 inline constexpr uint32_t no_id = 0xFFFFFFFFu;
 
 /// A weight shard placed in a chip's SRAM: the elements row-major from

@@ -294,6 +294,13 @@ double predicted_ttft_ms(const plan& p, uint32_t prompt_tokens) {
          (p.slot_ns / 1e6);
 }
 
+double predicted_interleaved_ttft_ms(const plan& p, uint32_t prompt_tokens) {
+  uint32_t chunks = (prompt_tokens + p.prefill.tokens - 1) / p.prefill.tokens;
+  chunks = std::max(chunks, 1u);
+  return chunks * (first_token_end(p.prefill) * (p.slot_ns / 1e6)) +
+         (chunks - 1) * (p.predicted.token_latency_us / 1e3);
+}
+
 caf::expected<plan_result> make_plan(const cluster_config& config,
                                      const model::model_spec& spec,
                                      const plan_options& options) {

@@ -34,6 +34,12 @@ struct plan_result {
 /// last one's sample ends it. REQUIRES: p's prefill program is built.
 double predicted_ttft_ms(const plan& p, uint32_t prompt_tokens);
 
+/// Predicted time to the first token of a `prompt_tokens`-token prompt as a
+/// cluster runs it beside requests that decode: its chunks one at a time,
+/// each a whole prefill step, with a decode step after each but the last
+/// (actors/detail/request_slots.hpp). REQUIRES: p's programs are built.
+double predicted_interleaved_ttft_ms(const plan& p, uint32_t prompt_tokens);
+
 caf::expected<plan_result> make_plan(const cluster_config& config,
                                      const model::model_spec& spec,
                                      const plan_options& options);

@@ -26,7 +26,7 @@ caf::error send_transfer(caf::event_based_actor* self,
                              "transfer " + std::to_string(transfer) +
                                  " was delivered on this host, which runs "
                                  "no actor for its receiver");
-    self->send(to, arrived{transfer, step});
+    self->send(to, arrived{transfer, step, routes.kind});
   }
   return caf::none;
 }

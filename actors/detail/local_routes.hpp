@@ -28,6 +28,8 @@ class host_transport;
 namespace lockstep::actors::detail {
 
 struct local_routes {
+  /// The program whose transfers these are (arrivals say so).
+  planner::program_kind kind = planner::program_kind::decode;
   /// By plan transfer id: the slot table's index of the transfer.
   std::vector<uint32_t> slot_index;
   /// By slot-table transfer index: the actor of the receiving chip when it

@@ -9,9 +9,11 @@ namespace lockstep::actors::detail {
 using model::token_row;
 using clock_type = std::chrono::steady_clock;
 
-request_slots::request_slots(const planner::plan& p, size_t max_queue)
+request_slots::request_slots(const planner::plan& p, size_t max_queue,
+                             bool prefill)
     : plan_(p)
     , max_queue_(max_queue)
+    , prefill_(prefill)
     , slots_(p.batch) {}
 
 caf::error request_slots::enqueue(request r) {
@@ -56,6 +58,31 @@ void request_slots::admit() {
   }
 }
 
+bool request_slots::generating(const slot& s) const {
+  return s.req && !s.done && !s.cancelled && s.fed == s.req->prompt.size();
+}
+
+bool request_slots::prefilling(const slot& s) const {
+  return s.req && !s.done && !s.cancelled && s.fed < s.req->prompt.size();
+}
+
+planner::program_kind request_slots::begin_step() {
+  using planner::program_kind;
+  auto kind = program_kind::decode;
+  if (prefill_) {
+    bool others = std::any_of(slots_.begin(), slots_.end(),
+                              [&](const slot& s) { return generating(s); });
+    auto it = std::find_if(slots_.begin(), slots_.end(),
+                           [&](const slot& s) { return prefilling(s); });
+    if (it != slots_.end() && (!others || last_ != program_kind::prefill)) {
+      kind = program_kind::prefill;
+      prefill_slot_ = static_cast<uint32_t>(it - slots_.begin());
+    }
+  }
+  last_ = kind;
+  return kind;
+}
+
 bool request_slots::busy() const {
   return active() > 0 || !queue_.empty();
 }
@@ -79,13 +106,38 @@ void request_slots::cancel(uint64_t request) {
       s.cancelled = true;
 }
 
-caf::error request_slots::feed(planner::program_kind, uint32_t mb, uint64_t,
+caf::error request_slots::feed_prefill(uint64_t,
+                                       std::span<token_row> out) {
+  uint32_t q = prefill_slot_;
+  auto& s = slots_[q];
+  if (!prefilling(s))
+    return caf::make_error(errc::bad_program,
+                           "feed: a prefill step for slot " +
+                               std::to_string(q) +
+                               ", whose prompt is in already");
+  const auto& prompt = s.req->prompt;
+  for (size_t j = 0; j < out.size(); ++j) {
+    auto pos = static_cast<uint32_t>(s.fed + j);
+    bool real = pos < prompt.size();
+    bool last = pos + 1 == prompt.size();
+    out[j] = {real ? prompt[pos] : 0, pos, q,
+              real ? model::row_active | (last ? model::row_emits : 0u) : 0u};
+  }
+  s.fed = static_cast<uint32_t>(
+      std::min<size_t>(prompt.size(), s.fed + out.size()));
+  return {};
+}
+
+caf::error request_slots::feed(planner::program_kind kind, uint32_t mb,
+                               uint64_t step,
                                std::span<const token_row> carried,
                                std::span<token_row> out) {
+  if (kind == planner::program_kind::prefill)
+    return feed_prefill(step, out);
   uint32_t q = plan_.decode.micro_batch_sequences[mb];
   for (size_t j = 0; j < out.size(); ++j, ++q) {
     auto& s = slots_[q];
-    if (!s.req || s.done || s.cancelled) {
+    if (!s.req || s.done || s.cancelled || (prefill_ && prefilling(s))) {
       out[j] = {0, 0, q, 0};
       continue;
     }
@@ -99,8 +151,17 @@ caf::error request_slots::feed(planner::program_kind, uint32_t mb, uint64_t,
     }
     // Generating: the token the sample op wrote back last step.
     auto pos = static_cast<uint32_t>(prompt.size() + s.tokens.size() - 1);
+    token_row expected{s.tokens.back(), pos, q,
+                       model::row_active | model::row_emits};
+    if (prefill_ && carried.empty()) {
+      // A prefill step ran since: its run overwrote the rows (the
+      // executor forgot them), so they come from the slot.
+      out[j] = expected;
+      continue;
+    }
     if (j >= carried.size() || carried[j].sequence != q ||
-        carried[j].token != s.tokens.back() || carried[j].position != pos)
+        carried[j].token != expected.token ||
+        carried[j].position != expected.position)
       return caf::make_error(errc::bad_program,
                              "feed: the rows of the previous step's sample "
                              "do not carry slot " +

@@ -5,12 +5,18 @@
 // each logit row — the host side of the token loop (token_loop) for the
 // decode program.
 //
-// A request joins at a step boundary when a slot is free (admit()) and
-// feeds its prompt one token per step through the decode program (a
-// chunk of one: the same bits as any chunking, docs/determinism.md); the
-// row of its last prompt token emits logits, and from then on each step
-// feeds the token the previous step sampled — read back from the rows the
-// sample op wrote (the loop closes inside the schedule). Its slot is free
+// A request joins at a step boundary when a slot is free (admit()). Its
+// prompt goes through the prefill program in chunks of the plan's
+// `prefill.tokens` rows, one slot's chunk per prefill step; while other
+// slots generate, prefill and decode steps alternate, so a long prompt adds
+// one chunk to their gaps rather than stalling them for its whole length.
+// Without prefill (paced slots: detail/programs.hpp) a prompt goes one
+// token per decode step (a chunk of one: the same bits as any chunking,
+// docs/determinism.md). Either way the row of the last prompt token emits
+// logits, and from then on each decode step feeds the token the previous
+// one sampled — read back from the rows the sample op wrote (the loop
+// closes inside the schedule), or, the first decode step after a prefill
+// step (whose run overwrote them), rebuilt from the slot. Its slot is free
 // again the step after its last token.
 //
 // Sampling is model::sample with request id 0: a request's draws depend on
@@ -53,8 +59,9 @@ struct request_event {
 
 class request_slots final : public token_loop {
 public:
-  /// `max_queue`: requests waiting for a slot at most.
-  request_slots(const planner::plan& p, size_t max_queue);
+  /// `max_queue`: requests waiting for a slot at most. `prefill`: prompts
+  /// go through the plan's prefill program, else one token per decode step.
+  request_slots(const planner::plan& p, size_t max_queue, bool prefill);
 
   /// Validates and queues a request. Errors: bad_request (empty prompt,
   /// tokens outside the vocabulary, prompt + max_tokens beyond the plan's
@@ -65,6 +72,12 @@ public:
   /// Fills free slots from the queue, oldest first. Call at step
   /// boundaries only.
   void admit();
+
+  /// The program of the next step (call after admit(), when busy()): a
+  /// chunk of a slot whose prompt is not all in (the lowest such slot,
+  /// until its prompt is), unless the last step was one and other slots
+  /// generate; decode otherwise.
+  planner::program_kind begin_step();
 
   /// Any request in a slot or waiting for one.
   bool busy() const;
@@ -97,8 +110,15 @@ private:
     bool cancelled = false;
   };
 
+  bool generating(const slot& s) const;
+  bool prefilling(const slot& s) const;
+  caf::error feed_prefill(uint64_t step, std::span<model::token_row> out);
+
   const planner::plan& plan_;
   size_t max_queue_;
+  bool prefill_;
+  planner::program_kind last_ = planner::program_kind::decode;
+  uint32_t prefill_slot_ = 0; // the slot this prefill step feeds
   std::deque<request> queue_;
   std::vector<slot> slots_;
   std::vector<request_event> events_;

@@ -250,16 +250,20 @@ private:
                                      const std::vector<input>& inputs,
                                      const avail* residual, uint32_t rows,
                                      uint32_t nb, uint32_t layer, uint32_t mb);
+  // `first_only`: only the first sub-group's slices are read (the last
+  // layer, whose output only the head's gather reads); the others' roots
+  // would be dead ops, running after the step's last sample.
   caf::expected<std::vector<avail>>
   reduce_scatter(const group_view& v, const std::vector<input>& parts,
                  const std::vector<avail>& full, uint32_t nb, uint32_t rows,
-                 uint32_t layer, uint32_t mb);
+                 uint32_t layer, uint32_t mb, bool first_only);
   caf::expected<std::vector<avail>>
   all_gather(const group_view& v, const std::vector<avail>& slices,
              uint32_t rows, uint32_t mb, bool only_first = false);
   caf::expected<std::vector<avail>> layer_step(uint32_t l, const group_view& v,
                                                std::vector<avail> full,
-                                               uint32_t rows, uint32_t mb);
+                                               uint32_t rows, uint32_t mb,
+                                               bool last);
   caf::expected<avail> embedding(uint32_t mb, uint32_t feed);
   caf::expected<uint32_t> head(uint32_t mb, const avail& x);
 
@@ -406,7 +410,8 @@ builder::combine_slice(uint32_t t, uint32_t j, uint32_t s,
 caf::expected<std::vector<avail>>
 builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
                         const std::vector<avail>& full, uint32_t nb,
-                        uint32_t rows, uint32_t layer, uint32_t mb) {
+                        uint32_t rows, uint32_t layer, uint32_t mb,
+                        bool first_only) {
   // parts[i] is chip i's part (op == no_id: none).
   auto sub_parts = [&](uint32_t q) {
     std::vector<input> out;
@@ -426,7 +431,7 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
     for (const auto& in : parts)
       if (in.op != no_id)
         all.push_back(in);
-    for (uint32_t i = 0; i < v.k; ++i) {
+    for (uint32_t i = 0; i < (first_only ? std::min(v.s, v.k) : v.k); ++i) {
       auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, &full[i], rows,
                              nb, layer, mb);
       if (!c)
@@ -455,7 +460,7 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
           {t, c->op, in.front().b0, in.back().b1, std::move(outputs)});
     }
   }
-  for (uint32_t q = 0; q < v.subs; ++q)
+  for (uint32_t q = 0; q < (first_only ? 1 : v.subs); ++q)
     for (uint32_t j = 0; j < v.s; ++j) {
       std::vector<input> in;
       for (uint32_t r = 0; r < v.subs; ++r)
@@ -503,7 +508,7 @@ builder::all_gather(const group_view& v, const std::vector<avail>& slices,
 
 caf::expected<std::vector<avail>>
 builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
-                    uint32_t rows, uint32_t mb) {
+                    uint32_t rows, uint32_t mb, bool last) {
   uint32_t k = v.k;
   uint32_t hd = s_.head_dim;
   double elem = model::element_bytes(s_.weight_dtype);
@@ -578,7 +583,7 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
       slices = full;
       continue;
     }
-    auto sl = reduce_scatter(v, parts, full, nb, rows, l, mb);
+    auto sl = reduce_scatter(v, parts, full, nb, rows, l, mb, last && !attn);
     if (!sl)
       return sl.error();
     slices = std::move(*sl);
@@ -736,7 +741,8 @@ caf::error builder::run() {
             full = std::move(*f);
           }
         }
-        auto next = layer_step(l, v, full, rows, mb);
+        bool final_layer = g + 1 == pl.groups.size() && l + 1 == last;
+        auto next = layer_step(l, v, full, rows, mb, final_layer);
         if (!next)
           return next.error();
         slices = std::move(*next);

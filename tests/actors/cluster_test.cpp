@@ -115,8 +115,24 @@ TEST_F(cluster, local_8_is_bit_identical_to_the_reference) {
   auto want_s = reference("tiny-8", {0, {7, 7, 1}, 8, {5, 0.8f, 40, 0.9f}, 0});
   EXPECT_EQ(s["tokens"].get<std::vector<int32_t>>(), want_s.tokens);
   EXPECT_EQ(s["logits_sha256"], want_s.logits_sha256);
+  // A prompt longer than a prefill chunk: several chunks, same bits.
+  std::vector<int32_t> long_prompt;
+  std::string arg;
+  for (int i = 0; i < 70; ++i) {
+    long_prompt.push_back((i * 7) % 50 + 1);
+    arg += (i ? "," : "") + std::to_string(long_prompt.back());
+  }
+  auto l = generate({"--prompt-tokens", arg, "--max-tokens", "5"});
+  auto want_l = reference("tiny-8", {0, long_prompt, 5, {}, 0});
+  EXPECT_EQ(l["tokens"].get<std::vector<int32_t>>(), want_l.tokens);
+  EXPECT_EQ(l["logits_sha256"], want_l.logits_sha256);
   std::this_thread::sleep_for(1500ms); // a heartbeat with the counters
-  expect_work_spread(status());
+  auto st = status();
+  ASSERT_EQ(st["prefill_program"], true);
+  int chunk = st["prefill_chunk_tokens"];
+  EXPECT_EQ(st["prefill_steps_run"], 2 + (70 + chunk - 1) / chunk);
+  EXPECT_EQ(st["decode_steps_run"], 11 + 7 + 4);
+  expect_work_spread(st);
 }
 
 TEST_F(cluster, local_64_in_8_processes_serves_concurrent_requests) {
@@ -190,6 +206,10 @@ TEST_F(cluster, paced_local_8_is_bit_identical_and_misses_no_slot) {
   auto st = status();
   EXPECT_EQ(st["slot_mode"], "paced");
   EXPECT_EQ(slot_misses(st), 0u);
+  // Paced: prompts a token a decode step (actors/detail/programs.hpp).
+  EXPECT_EQ(st["prefill_program"], false);
+  EXPECT_EQ(st["prefill_steps_run"], 0);
+  EXPECT_EQ(st["decode_steps_run"], 2 * (2 + 3 - 1));
   expect_work_spread(st);
 }
 

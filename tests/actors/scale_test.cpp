@@ -2,7 +2,8 @@
 // local-cluster harness (tools/testing/local_cluster.hpp): local-512 and
 // local-1500 (512 / 1500 chip actors in 8 / 12 processes) equal the
 // reference bit for bit; requests that arrive while others run join at a
-// step boundary and each equals its own reference run; a full admission
+// step boundary and each equals its own reference run; a long prompt goes
+// through the prefill program in chunks beside a decoding request; a full admission
 // queue refuses at once with `overloaded:` and exit 3, touching nothing
 // admitted; Ctrl-C of a `generate` frees its batch slot.
 
@@ -165,6 +166,40 @@ TEST(scale, late_requests_join_at_step_boundaries_and_equal_their_reference) {
   ASSERT_TRUE(st);
   EXPECT_EQ((*st)["requests_active"], 0);
   EXPECT_EQ((*st)["requests_queued"], 0);
+}
+
+// A long prompt arriving while another request decodes goes through the
+// prefill program in chunks, interleaved with A's decode steps; both equal
+// their reference runs, and the head ran exactly the chunks the prompts
+// need (A's 3 tokens: one; B's 100: ceil(100 / chunk)).
+TEST(scale, a_long_prompt_is_prefilled_in_chunks_beside_a_decoding_request) {
+  auto c = start(options("local-64", "tiny-64", 2, 256));
+  model::generation_request a{0, {1, 2, 3}, 60, {}, 0};
+  model::generation_request b{0, {}, 4, {5, 0.8f, 0, 0.9f}, 0};
+  for (int i = 0; i < 100; ++i)
+    b.prompt.push_back(i % 97 + 1);
+  caf::expected<actors::cluster_generation> got_a{caf::error{}},
+      got_b{caf::error{}};
+  std::thread ta{[&] { got_a = c.generate(a.prompt, a.max_tokens); }};
+  ASSERT_TRUE(wait_for_status(c, "requests_active", 1));
+  std::this_thread::sleep_for(200ms); // A is decoding
+  std::thread tb{
+      [&] { got_b = c.generate(b.prompt, b.max_tokens, b.sampling); }};
+  ta.join();
+  tb.join();
+  expect_reference(got_a, reference("tiny-64", a), "A");
+  expect_reference(got_b, reference("tiny-64", b), "B");
+  auto st = c.status();
+  ASSERT_TRUE(st);
+  ASSERT_EQ((*st)["prefill_program"], true);
+  int chunk = (*st)["prefill_chunk_tokens"];
+  ASSERT_GT(chunk, 1);
+  EXPECT_EQ((*st)["prefill_steps_run"], 1 + (100 + chunk - 1) / chunk);
+  // A's 59 tokens after its first, and B's 3, come from decode steps that
+  // ran for both at once where they overlapped: at least A's 59.
+  EXPECT_GE((*st)["decode_steps_run"], 59);
+  EXPECT_EQ((*st)["steps_run"], (*st)["decode_steps_run"].get<int>() +
+                                    (*st)["prefill_steps_run"].get<int>());
 }
 
 // One batch slot, room for one waiting request: a third is refused at once

@@ -1,0 +1,219 @@
+// The coordinator's batch (actors/detail/request_slots.hpp): which program
+// each step runs, the rows it feeds, and the token loop across prefill and
+// decode steps — without a cluster: the feed and sample calls are the ones
+// the sampler endpoint's executor makes.
+
+#include "actors/detail/request_slots.hpp"
+#include "model/model_spec.hpp"
+#include "planner/planner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace lockstep::actors::detail {
+namespace {
+
+using model::token_row;
+using planner::program_kind;
+
+planner::plan local_8_plan() {
+  auto c = planner::load_cluster_config(std::string{LOCKSTEP_SOURCE_DIR} +
+                                        "/cluster_configs/local-8.yaml");
+  if (!c)
+    throw std::runtime_error(render(c.error()));
+  auto r = planner::make_plan(*c, *model::find_preset("tiny-8"),
+                              planner::plan_options{4, 128, {}});
+  if (!r)
+    throw std::runtime_error(render(r.error()));
+  return std::move(r->p);
+}
+
+request make_request(uint64_t id, size_t prompt, uint32_t max_tokens) {
+  request r;
+  r.id = id;
+  for (size_t i = 0; i < prompt; ++i)
+    r.prompt.push_back(static_cast<int32_t>(1 + i % 50));
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+class request_slots_test : public ::testing::Test {
+protected:
+  planner::plan p_ = local_8_plan();
+  uint32_t vocab_ = p_.spec.vocab;
+
+  // Runs the feeds of one step of `kind` (every micro-batch, in order);
+  // returns their rows, one table after the other.
+  std::vector<token_row> feed(request_slots& s, program_kind kind,
+                              std::span<const token_row> carried = {}) {
+    const auto& prog = p_.program(kind);
+    std::vector<token_row> rows;
+    size_t at = 0;
+    for (uint32_t mb = 0; mb < prog.micro_batches; ++mb) {
+      std::vector<token_row> table(prog.rows(mb));
+      auto mine = carried.empty() ? carried : carried.subspan(at, table.size());
+      at += table.size();
+      auto err = s.feed(kind, mb, 0, mine, table);
+      EXPECT_FALSE(err) << render(err);
+      rows.insert(rows.end(), table.begin(), table.end());
+    }
+    return rows;
+  }
+
+  // Samples greedily: logits peak at `token` for every emitting row. Takes
+  // and returns whole steps' rows, as feed(). For decode (one row per
+  // sequence) what it returns is the next step's carried rows.
+  std::vector<token_row> sample(request_slots& s, program_kind kind,
+                                std::span<const token_row> rows,
+                                int32_t token) {
+    const auto& prog = p_.program(kind);
+    std::vector<token_row> out;
+    size_t at = 0;
+    for (uint32_t mb = 0; mb < prog.micro_batches; ++mb) {
+      // One row per sequence: the emitting one (as the executor hands them).
+      std::vector<token_row> emitting;
+      for (uint32_t q = 0; q < prog.sequences(mb); ++q, at += prog.tokens) {
+        token_row e{0, 0, rows[at].sequence, 0};
+        for (uint32_t t = 0; t < prog.tokens; ++t)
+          if (rows[at + t].flags & model::row_emits)
+            e = rows[at + t];
+        emitting.push_back(e);
+      }
+      std::vector<float> logits(emitting.size() * size_t{vocab_}, 0.0f);
+      for (size_t i = 0; i < emitting.size(); ++i)
+        logits[i * vocab_ + static_cast<size_t>(token)] = 1.0f;
+      std::vector<token_row> next(emitting.size());
+      auto err = s.sample(kind, mb, 0, emitting, logits, vocab_, next);
+      EXPECT_FALSE(err) << render(err);
+      out.insert(out.end(), next.begin(), next.end());
+    }
+    return out;
+  }
+};
+
+TEST_F(request_slots_test, a_prompt_goes_in_chunks_and_its_last_row_emits) {
+  uint32_t chunk = p_.prefill.tokens;
+  ASSERT_GT(chunk, 1u);
+  request_slots s{p_, 8, true};
+  size_t prompt = chunk + 3; // two chunks, the second mostly padding
+  ASSERT_FALSE(s.enqueue(make_request(1, prompt, 2)));
+  s.admit();
+  ASSERT_EQ(s.begin_step(), program_kind::prefill);
+  auto rows = feed(s, program_kind::prefill);
+  ASSERT_EQ(rows.size(), chunk);
+  for (uint32_t j = 0; j < chunk; ++j) {
+    EXPECT_EQ(rows[j].position, j);
+    EXPECT_EQ(rows[j].flags, model::row_active) << j; // none emits yet
+  }
+  sample(s, program_kind::prefill, rows, 7);
+  EXPECT_TRUE(s.take_events().empty()); // no token from a middle chunk
+  ASSERT_EQ(s.begin_step(), program_kind::prefill);
+  rows = feed(s, program_kind::prefill);
+  for (uint32_t j = 0; j < chunk; ++j) {
+    uint32_t pos = chunk + j;
+    EXPECT_EQ(rows[j].position, pos);
+    if (pos + 1 < prompt)
+      EXPECT_EQ(rows[j].flags, model::row_active) << j;
+    else if (pos + 1 == prompt)
+      EXPECT_EQ(rows[j].flags, model::row_active | model::row_emits) << j;
+    else
+      EXPECT_EQ(rows[j].flags, 0u) << j; // padding past the prompt
+  }
+  sample(s, program_kind::prefill, rows, 7);
+  auto events = s.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].token, 7);
+  EXPECT_EQ(events[0].index, 0u);
+  // Now decoding: its first decode row comes from the slot (a prefill step
+  // ran since the last decode step, so there are no carried rows).
+  s.admit();
+  ASSERT_EQ(s.begin_step(), program_kind::decode);
+  rows = feed(s, program_kind::decode);
+  EXPECT_EQ(rows[0].token, 7);
+  EXPECT_EQ(rows[0].position, prompt);
+  EXPECT_EQ(rows[0].flags, model::row_active | model::row_emits);
+  for (size_t q = 1; q < rows.size(); ++q)
+    EXPECT_EQ(rows[q].flags, 0u) << q;
+  sample(s, program_kind::decode, rows, 9);
+  events = s.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(events[0].done);
+  EXPECT_EQ(events[0].result.tokens, (std::vector<int32_t>{7, 9}));
+}
+
+TEST_F(request_slots_test, prefill_alternates_with_decode_while_others_generate) {
+  uint32_t chunk = p_.prefill.tokens;
+  request_slots s{p_, 8, true};
+  ASSERT_FALSE(s.enqueue(make_request(1, 2, 50))); // A: short prompt
+  s.admit();
+  ASSERT_EQ(s.begin_step(), program_kind::prefill);
+  sample(s, program_kind::prefill, feed(s, program_kind::prefill), 5);
+  s.take_events();
+  // B arrives while A decodes: three chunks of prompt.
+  ASSERT_FALSE(s.enqueue(make_request(2, 3 * chunk, 4)));
+  std::vector<program_kind> kinds;
+  std::vector<token_row> carried;
+  uint32_t b_chunks = 0, b_decodes = 0;
+  for (int i = 0; i < 8; ++i) {
+    s.admit();
+    auto kind = s.begin_step();
+    kinds.push_back(kind);
+    auto rows = feed(s, kind, kind == program_kind::decode && !carried.empty()
+                                  ? std::span<const token_row>{carried}
+                                  : std::span<const token_row>{});
+    if (kind == program_kind::prefill)
+      ++b_chunks;
+    else if (b_chunks < 3)
+      EXPECT_EQ(rows[1].flags, 0u) << "B decodes before its prompt is in";
+    else
+      EXPECT_EQ(rows[1].position, 3 * chunk + b_decodes++) << "B's row";
+    auto next = sample(s, kind, rows, 5);
+    // Carried rows survive only from a decode step to the next one.
+    carried = kind == program_kind::decode ? next : std::vector<token_row>{};
+  }
+  using enum program_kind;
+  EXPECT_EQ(kinds, (std::vector<program_kind>{decode, prefill, decode, prefill,
+                                               decode, prefill, decode, decode}));
+}
+
+TEST_F(request_slots_test, without_prefill_a_prompt_goes_one_token_a_step) {
+  request_slots s{p_, 8, false};
+  ASSERT_FALSE(s.enqueue(make_request(1, 3, 2)));
+  s.admit();
+  std::vector<token_row> carried;
+  for (uint32_t pos = 0; pos < 3; ++pos) {
+    ASSERT_EQ(s.begin_step(), program_kind::decode);
+    auto rows = feed(s, program_kind::decode, carried);
+    EXPECT_EQ(rows[0].position, pos);
+    carried = sample(s, program_kind::decode, rows, 4);
+  }
+  // The token loop: the next step's rows are what the sample wrote.
+  ASSERT_EQ(s.begin_step(), program_kind::decode);
+  auto rows = feed(s, program_kind::decode, carried);
+  EXPECT_EQ(rows[0].token, 4);
+  EXPECT_EQ(rows[0].position, 3u);
+}
+
+TEST_F(request_slots_test, a_broken_token_loop_is_an_error_not_a_guess) {
+  request_slots s{p_, 8, false};
+  ASSERT_FALSE(s.enqueue(make_request(1, 1, 3)));
+  s.admit();
+  ASSERT_EQ(s.begin_step(), program_kind::decode);
+  auto carried = sample(s, program_kind::decode,
+                        feed(s, program_kind::decode), 4);
+  carried[0].token = 11; // not what was sampled
+  ASSERT_EQ(s.begin_step(), program_kind::decode);
+  std::vector<token_row> rows(p_.decode.rows(0));
+  auto err = s.feed(program_kind::decode, 0, 1,
+                    std::span{carried}.first(rows.size()), rows);
+  ASSERT_TRUE(err);
+  EXPECT_NE(render(err).find("token loop is broken"), std::string::npos);
+  // Decode-only: no carried rows for a generating slot is broken too.
+  err = s.feed(program_kind::decode, 0, 1, {}, rows);
+  EXPECT_TRUE(err);
+}
+
+} // namespace
+} // namespace lockstep::actors::detail
