@@ -44,13 +44,19 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
     return err ? fail(errc::compute_failed, o, render(err)) : caf::error{};
   };
   std::span<float> scratch{at<float>(o.scratch_offset), o.scratch_bytes / 4};
+  // The rows of input i worth computing (model::active_prefix): all of
+  // them if it carries no row table.
+  auto computed_rows = [&](size_t i) {
+    return o.inputs[i].shape.row_table ? model::active_prefix(in_table(i))
+                                       : o.inputs[i].shape.rows;
+  };
 
   // Attention and MLP share the output side: slices of partial sums, or —
   // the whole reduction on this chip — x plus the residual, in place.
   auto partial_or_fused = [&](uint32_t reduction_dim, auto&& part)
       -> caf::error {
     if (o.outputs.size() == 1 && o.outputs[0].shape.row_table) {
-      auto rows = static_cast<uint32_t>(o.inputs[0].shape.rows);
+      auto rows = computed_rows(0);
       size_t need = size_t{rows} * d;
       if (scratch.size() < need)
         return fail(errc::bad_program, o, "scratch too small");
@@ -138,7 +144,7 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
     model::mlp_shard w{weight(o.weights[0]), weight(o.weights[1]),
                        weight(o.weights[2]), weight(o.weights[3])};
     auto x = in_values(0);
-    auto rows = o.inputs[0].shape.rows;
+    auto rows = computed_rows(0);
     return partial_or_fused(s.d_ff, [&](const model::piece_output& out,
                                         std::span<float> scr) {
       return model::mlp_part(s, w, x, rows, out, scr, pool);
@@ -155,14 +161,16 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
     const auto& out = o.outputs[0].shape;
     const float* residual = nullptr;
     size_t ld = 0;
+    uint32_t rows = out.rows;
     if (o.inputs.size() == o.parts.size() + 1) {
       const auto& res = o.inputs.back().shape;
       residual = in_values(o.inputs.size() - 1) + (out.col_first -
                                                    res.col_first);
       ld = res.cols;
       copy_table(in_table(o.inputs.size() - 1), out_table(0));
+      rows = std::min(rows, computed_rows(o.inputs.size() - 1));
     }
-    return math(model::combine(rules_.at(o.id), parts, counts, out.rows,
+    return math(model::combine(rules_.at(o.id), parts, counts, rows,
                                out.cols, residual, ld, out_values(0)));
   }
 

@@ -20,7 +20,9 @@ coordinator::coordinator(caf::actor_config& cfg, coordinator_args args)
     : caf::event_based_actor(cfg)
     , args_(std::move(args))
     , slots_(args_.plan, args_.max_queue,
-             detail::runs_prefill(args_.plan, args_.slot_mode == "paced")) {}
+             detail::runs_prefill(args_.plan, args_.slot_mode == "paced")
+                 ? args_.prefill
+                 : detail::prefill_policy::off) {}
 
 coordinator::~coordinator() {
   if (hub_)
@@ -442,6 +444,7 @@ std::string coordinator::status_json() const {
          // Which program each step ran (detail/programs.hpp): prompts in
          // chunks of prefill_chunk_tokens, or a token a decode step.
          {"prefill_program", programs_[1].exec != nullptr},
+         {"prefill_policy", detail::to_string(args_.prefill)},
          {"prefill_chunk_tokens", p.prefill.tokens},
          {"decode_steps_run", programs_[0].step},
          {"prefill_steps_run", programs_[1].step},

@@ -19,6 +19,7 @@
 // step, the next. Idle, nothing runs anywhere.
 
 #include "actors/detail/connection_hub.hpp"
+#include "actors/detail/programs.hpp"
 #include "actors/detail/request_slots.hpp"
 #include "actors/messages.hpp"
 #include "planner/cluster_config.hpp"
@@ -44,6 +45,8 @@ struct coordinator_args {
   std::string slot_mode;      // logical | paced
   uint64_t slot_ns = 0;
   size_t max_queue = 64;
+  // When prompts go through the prefill program (if the cluster runs it).
+  detail::prefill_policy prefill = detail::prefill_policy::idle;
   std::unique_ptr<detail::control_listener> listener;
 };
 

@@ -42,12 +42,14 @@ using testing::local_cluster;
 const std::vector<int32_t> prompt{1, 2, 3, 4, 5, 6, 7, 8};
 
 local_cluster start(const std::string& config, const std::string& model,
-                    uint32_t batch = 1, uint32_t context = 0) {
+                    uint32_t batch = 1, uint32_t context = 0,
+                    const std::string& prefill = "idle") {
   testing::cluster_options o;
   o.config = config;
   o.model = model;
   o.batch = batch;
   o.context = context;
+  o.extra_args = {"--prefill", prefill};
   auto c = local_cluster::start(std::move(o));
   if (!c)
     throw std::runtime_error(render(c.error()));
@@ -226,12 +228,13 @@ json run_batching16() {
 }
 
 // A long prompt arriving while another request decodes (local-64, batch 2,
-// context 256): A's inter-token gaps, and B's time to first token beside
-// what the plan predicts for it.
-json run_prefill_interference() {
+// context 256, `lockstep up --prefill <policy>`): A's inter-token gaps, and
+// B's time to first token beside what the plan predicts for it.
+json run_prefill_interference(const std::string& policy) {
   constexpr uint32_t a_tokens = 120, b_prompt = 200, b_tokens = 4;
-  auto c = start("local-64", "tiny-64", 2, 256);
-  json out{{"config", "local-64"},
+  auto c = start("local-64", "tiny-64", 2, 256, policy);
+  json out{{"prefill_policy", policy},
+           {"config", "local-64"},
            {"model", "tiny-64"},
            {"batch", 2},
            {"context", 256},
@@ -258,6 +261,8 @@ json run_prefill_interference() {
   out["a_max_gap_ms"] = worst * 1e3;
   out["a_max_gap_over_median"] = worst / med;
   out["b_ttft_ms"] = bt.ttft_ms;
+  if (auto st = c.status())
+    out["prefill_steps_run"] = (*st)["prefill_steps_run"];
   // The plan's view: its prefill program (chunks one period apart), its
   // chunks one at a time with a decode step between (as the cluster runs a
   // prompt while others decode), and the decode program fed a prompt token
@@ -352,26 +357,35 @@ int run_scale(int argc, char** argv) {
     std::fprintf(stderr, "lockstep-bench scale: batching: %s\n", e.what());
     failed = true;
   }
-  try {
-    out["prefill_interference"] = run_prefill_interference();
-    const auto& p = out["prefill_interference"];
-    if (text)
-      std::printf("long prompt local-64 --batch 2: A's max token gap %.1f ms "
-                  "= %.2fx its median while B's %u-token prompt entered; B's "
-                  "TTFT %.0f ms (plan: %.0f ms chunks interleaved with "
-                  "decode, as run; %.0f ms chunks pipelined; %.0f ms a "
-                  "prompt token a step)\n",
-                  p["a_max_gap_ms"].get<double>(),
-                  p["a_max_gap_over_median"].get<double>(),
-                  p["b_prompt_tokens"].get<uint32_t>(),
-                  p["b_ttft_ms"].get<double>(),
-                  p["predicted_ttft_ms_interleaved"].get<double>(),
-                  p["predicted_ttft_ms_prefill_program"].get<double>(),
-                  p["predicted_ttft_ms_token_a_step"].get<double>());
-  } catch (const std::exception& e) {
-    out["prefill_interference"] = {{"error", e.what()}};
-    std::fprintf(stderr, "lockstep-bench scale: long prompt: %s\n", e.what());
-    failed = true;
+  // The default policy (idle: B's prompt rides A's decode steps) and
+  // interleave (chunks alternate with them), side by side.
+  for (std::string policy : {"idle", "interleave"}) {
+    std::string key = policy == "idle" ? "prefill_interference"
+                                       : "prefill_interference_interleave";
+    try {
+      out[key] = run_prefill_interference(policy);
+      const auto& p = out[key];
+      if (text)
+        std::printf("long prompt local-64 --batch 2 --prefill %s: A's max "
+                    "token gap %.1f ms = %.2fx its median while B's "
+                    "%u-token prompt entered (%d prefill steps); B's TTFT "
+                    "%.0f ms (plan: %.0f ms a prompt token a step; %.0f ms "
+                    "chunks interleaved with decode; %.0f ms chunks "
+                    "pipelined)\n",
+                    policy.c_str(), p["a_max_gap_ms"].get<double>(),
+                    p["a_max_gap_over_median"].get<double>(),
+                    p["b_prompt_tokens"].get<uint32_t>(),
+                    p.value("prefill_steps_run", -1),
+                    p["b_ttft_ms"].get<double>(),
+                    p["predicted_ttft_ms_token_a_step"].get<double>(),
+                    p["predicted_ttft_ms_interleaved"].get<double>(),
+                    p["predicted_ttft_ms_prefill_program"].get<double>());
+    } catch (const std::exception& e) {
+      out[key] = {{"error", e.what()}};
+      std::fprintf(stderr, "lockstep-bench scale: long prompt (%s): %s\n",
+                   policy.c_str(), e.what());
+      failed = true;
+    }
   }
   out["wall_s"] = now_s() - t_start;
   if (text)

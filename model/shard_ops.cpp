@@ -205,14 +205,17 @@ caf::error attention_part(const model_spec& spec, const attention_shard& w,
   float* attn = v + size_t{n} * kvd;
   float* head_scratch = attn + size_t{n} * qd;
 
-  norm_rows(spec, w.norm, x, n, xn);
-  matmul({xn, n, d, w.wq, pool}, q, qd);
-  matmul({xn, n, d, w.wk, pool}, k, kvd);
-  matmul({xn, n, d, w.wv, pool}, v, kvd);
+  // Rows past the last active one are padding: not computed at all (their
+  // outputs keep whatever the buffers held; nothing reads them).
+  uint32_t m = active_prefix(rows);
+  norm_rows(spec, w.norm, x, m, xn);
+  matmul({xn, m, d, w.wq, pool}, q, qd);
+  matmul({xn, m, d, w.wk, pool}, k, kvd);
+  matmul({xn, m, d, w.wv, pool}, v, kvd);
   // RoPE, then every row's K/V goes into the cache before any row attends:
   // a token attends to positions [0, pos], all written by now (earlier
   // steps, earlier chunks, or earlier rows of this one).
-  for (uint32_t t = 0; t < n; ++t) {
+  for (uint32_t t = 0; t < m; ++t) {
     const auto& r = rows[t];
     if ((r.flags & row_active) == 0)
       continue;
@@ -225,7 +228,7 @@ caf::error attention_part(const model_spec& spec, const attention_shard& w,
   }
   uint32_t group = spec.n_heads / spec.n_kv_heads;
   float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (uint32_t t = 0; t < n; ++t) {
+  for (uint32_t t = 0; t < m; ++t) {
     const auto& r = rows[t];
     float* out_t = attn + size_t{t} * qd;
     if ((r.flags & row_active) == 0) {
@@ -241,8 +244,15 @@ caf::error attention_part(const model_spec& spec, const attention_shard& w,
                      head_scratch);
     }
   }
-  matmul_pieces({attn, n, qd, w.wo, pool}, out);
+  matmul_pieces({attn, m, qd, w.wo, pool}, out);
   return {};
+}
+
+uint32_t active_prefix(std::span<const token_row> rows) {
+  for (size_t t = rows.size(); t > 0; --t)
+    if ((rows[t - 1].flags & row_active) != 0)
+      return static_cast<uint32_t>(t);
+  return 0;
 }
 
 // --- MLP -----------------------------------------------------------------------

@@ -50,6 +50,14 @@ inline constexpr uint32_t row_active = 1u;
 /// Its logits are wanted: the last row of its sequence in this step.
 inline constexpr uint32_t row_emits = 2u;
 
+/// The rows worth computing: up to and including the last active one.
+/// Every op is row-wise (a row's values never depend on another row's), so
+/// the rows past it — a partial prefill chunk's tail, the empty batch slots
+/// after the last busy one — are skipped without changing a bit of the
+/// others; their outputs keep whatever the buffers held and nothing reads
+/// them.
+uint32_t active_prefix(std::span<const token_row> rows);
+
 // --- KV cache ------------------------------------------------------------------
 
 /// A chip's slice of one layer's KV cache: kv heads [kv_head_begin,

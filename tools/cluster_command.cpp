@@ -42,6 +42,7 @@ struct up_options {
   std::string slot_mode = "logical";
   uint64_t slot_us = 0;
   uint32_t max_queue = 64;
+  std::string prefill = "idle";
   uint64_t inject_send_delay_us = 0; // tests (hidden flag)
   std::string format = "text";
 };
@@ -187,7 +188,8 @@ int run_up(const up_options& o) {
                  std::to_string(o.context), std::string{"--slot-mode"},
                  o.slot_mode, std::string{"--slot-us"},
                  std::to_string(o.slot_us), std::string{"--max-queue"},
-                 std::to_string(o.max_queue)})
+                 std::to_string(o.max_queue), std::string{"--prefill"},
+                 o.prefill})
     args0.push_back(a);
   if (!o.dtype.empty()) {
     args0.push_back("--dtype");
@@ -357,6 +359,13 @@ void add_cluster_commands(CLI::App& app, command_context& ctx) {
                   "requests waiting for a batch slot at most; beyond it a "
                   "request is refused (overloaded, exit 3) (default 64)")
       ->check(CLI::Range(0u, 1u << 20));
+  cmd->add_option("--prefill", up->prefill,
+                  "when prompts go through the plan's prefill program: idle "
+                  "(while no request generates; the default), interleave "
+                  "(chunks alternate with decode steps: sooner first tokens, "
+                  "longer gaps for the others), off (a token a decode step); "
+                  "paced clusters: off")
+      ->check(CLI::IsMember({"off", "idle", "interleave"}));
   // Tests only (not in --help): every host's paced sends leave this late.
   cmd->add_option("--inject-send-delay-us", up->inject_send_delay_us)
       ->group("");

@@ -51,6 +51,7 @@ struct daemon_options {
   std::string slot_mode = "logical";
   uint64_t slot_us = 0;
   uint32_t max_queue = 64;
+  std::string prefill = "idle";
   uint64_t inject_send_delay_us = 0; // tests: late paced sends
 };
 
@@ -144,6 +145,11 @@ int run(daemon_options o) {
     args.slot_mode = o.slot_mode;
     args.slot_ns = planning.transport.slot_ns;
     args.max_queue = o.max_queue;
+    auto policy = actors::detail::parse_prefill_policy(o.prefill);
+    if (!policy)
+      return fail(2, "--prefill " + o.prefill +
+                         ": expected off, idle or interleave");
+    args.prefill = *policy;
     args.listener = std::move(*listener);
     coordinator = sys.spawn<actors::coordinator>(std::move(args));
     if (!o.addr_file.empty() && !write_atomically(o.addr_file, head + "\n"))
@@ -211,6 +217,9 @@ int main(int argc, char** argv) {
                  "misses on purpose)");
   app.add_option("--max-queue", o.max_queue,
                  "rank 0: requests waiting for a batch slot at most");
+  app.add_option("--prefill", o.prefill,
+                 "rank 0: when prompts use the prefill program: off | idle | "
+                 "interleave");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

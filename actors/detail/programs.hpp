@@ -14,7 +14,31 @@
 
 #include "planner/plan.hpp"
 
+#include <optional>
+#include <string_view>
+
 namespace lockstep::actors::detail {
+
+/// When a cluster that runs the prefill program uses it (`lockstep up
+/// --prefill`). A chunk step computes all its rows at once; on chips that
+/// share a machine's CPU cores it costs ~2-10x a decode step (local-64:
+/// ~40 ms with one row, ~190 ms with 32, a decode step ~20 ms), so running
+/// one between two decode steps stretches the gap between those requests'
+/// tokens by that much.
+enum class prefill_policy : uint8_t {
+  /// Prompts always ride decode steps, a token a step.
+  off,
+  /// Prompts go through prefill chunks while no request generates (a lone
+  /// prompt, or one of at least a chunk); while others generate they ride
+  /// the decode steps, so no request's token gap grows. The default.
+  idle,
+  /// Prefill chunks alternate with decode steps: a long prompt's first
+  /// token comes sooner, the others' gaps grow by a chunk step meanwhile.
+  interleave,
+};
+
+const char* to_string(prefill_policy p);
+std::optional<prefill_policy> parse_prefill_policy(std::string_view name);
 
 /// Whether the cluster runs `p`'s prefill program. Every host and the
 /// coordinator decide this alike from the same plan and slot mode.

@@ -10,7 +10,7 @@ using model::token_row;
 using clock_type = std::chrono::steady_clock;
 
 request_slots::request_slots(const planner::plan& p, size_t max_queue,
-                             bool prefill)
+                             prefill_policy prefill)
     : plan_(p)
     , max_queue_(max_queue)
     , prefill_(prefill)
@@ -69,14 +69,37 @@ bool request_slots::prefilling(const slot& s) const {
 planner::program_kind request_slots::begin_step() {
   using planner::program_kind;
   auto kind = program_kind::decode;
-  if (prefill_) {
-    bool others = std::any_of(slots_.begin(), slots_.end(),
-                              [&](const slot& s) { return generating(s); });
-    auto it = std::find_if(slots_.begin(), slots_.end(),
-                           [&](const slot& s) { return prefilling(s); });
-    if (it != slots_.end() && (!others || last_ != program_kind::prefill)) {
+  if (prefill_ != prefill_policy::off) {
+    size_t prompts = 0;
+    bool others = false;
+    // The slot whose prompt the chunks carry on with, else the one with the
+    // most prompt left (the lowest on a tie).
+    auto best = slots_.size();
+    auto left = [&](size_t q) {
+      return slots_[q].req->prompt.size() - slots_[q].fed;
+    };
+    for (size_t q = 0; q < slots_.size(); ++q) {
+      others |= generating(slots_[q]);
+      if (!prefilling(slots_[q]))
+        continue;
+      ++prompts;
+      if (best == slots_.size() || left(q) > left(best))
+        best = q;
+    }
+    if (prefill_slot_ < slots_.size() && prefilling(slots_[prefill_slot_]) &&
+        slots_[prefill_slot_].fed > 0)
+      best = prefill_slot_;
+    bool chunk = false;
+    if (best < slots_.size()) {
+      if (!others)
+        chunk = prompts == 1 || left(best) >= plan_.prefill.tokens;
+      else
+        chunk = prefill_ == prefill_policy::interleave &&
+                last_ != program_kind::prefill;
+    }
+    if (chunk) {
       kind = program_kind::prefill;
-      prefill_slot_ = static_cast<uint32_t>(it - slots_.begin());
+      prefill_slot_ = static_cast<uint32_t>(best);
     }
   }
   last_ = kind;
@@ -137,7 +160,7 @@ caf::error request_slots::feed(planner::program_kind kind, uint32_t mb,
   uint32_t q = plan_.decode.micro_batch_sequences[mb];
   for (size_t j = 0; j < out.size(); ++j, ++q) {
     auto& s = slots_[q];
-    if (!s.req || s.done || s.cancelled || (prefill_ && prefilling(s))) {
+    if (!s.req || s.done || s.cancelled) {
       out[j] = {0, 0, q, 0};
       continue;
     }
@@ -153,7 +176,7 @@ caf::error request_slots::feed(planner::program_kind kind, uint32_t mb,
     auto pos = static_cast<uint32_t>(prompt.size() + s.tokens.size() - 1);
     token_row expected{s.tokens.back(), pos, q,
                        model::row_active | model::row_emits};
-    if (prefill_ && carried.empty()) {
+    if (prefill_ != prefill_policy::off && carried.empty()) {
       // A prefill step ran since: its run overwrote the rows (the
       // executor forgot them), so they come from the slot.
       out[j] = expected;

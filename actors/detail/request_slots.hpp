@@ -6,18 +6,16 @@
 // decode program.
 //
 // A request joins at a step boundary when a slot is free (admit()). Its
-// prompt goes through the prefill program in chunks of the plan's
-// `prefill.tokens` rows, one slot's chunk per prefill step; while other
-// slots generate, prefill and decode steps alternate, so a long prompt adds
-// one chunk to their gaps rather than stalling them for its whole length.
-// Without prefill (paced slots: detail/programs.hpp) a prompt goes one
-// token per decode step (a chunk of one: the same bits as any chunking,
-// docs/determinism.md). Either way the row of the last prompt token emits
-// logits, and from then on each decode step feeds the token the previous
-// one sampled — read back from the rows the sample op wrote (the loop
-// closes inside the schedule), or, the first decode step after a prefill
-// step (whose run overwrote them), rebuilt from the slot. Its slot is free
-// again the step after its last token.
+// prompt rides the decode steps, a token a step beside everyone else (a
+// chunk of one: the same bits as any chunking, docs/determinism.md), and,
+// when the policy says so (detail/programs.hpp), goes through the prefill
+// program in chunks of the plan's `prefill.tokens` rows, one slot's chunk
+// per prefill step. The row of its last prompt token emits logits, and from
+// then on each decode step feeds the token the previous one sampled — read
+// back from the rows the sample op wrote (the loop closes inside the
+// schedule), or, the first decode step after a prefill step (whose run
+// overwrote them), rebuilt from the slot. Its slot is free again the step
+// after its last token.
 //
 // Sampling is model::sample with request id 0: a request's draws depend on
 // its own seed, prompt and settings only, never on what else runs, so any
@@ -26,6 +24,7 @@
 // Thread-safety: none; the coordinator actor owns it.
 
 #include "actors/chip_executor.hpp"
+#include "actors/detail/programs.hpp"
 #include "common/digest.hpp"
 #include "model/generation.hpp"
 
@@ -59,9 +58,11 @@ struct request_event {
 
 class request_slots final : public token_loop {
 public:
-  /// `max_queue`: requests waiting for a slot at most. `prefill`: prompts
-  /// go through the plan's prefill program, else one token per decode step.
-  request_slots(const planner::plan& p, size_t max_queue, bool prefill);
+  /// `max_queue`: requests waiting for a slot at most. `prefill`: when
+  /// prompts go through the plan's prefill program (off: never; a cluster
+  /// that does not run it passes off).
+  request_slots(const planner::plan& p, size_t max_queue,
+                prefill_policy prefill);
 
   /// Validates and queues a request. Errors: bad_request (empty prompt,
   /// tokens outside the vocabulary, prompt + max_tokens beyond the plan's
@@ -73,10 +74,12 @@ public:
   /// boundaries only.
   void admit();
 
-  /// The program of the next step (call after admit(), when busy()): a
-  /// chunk of a slot whose prompt is not all in (the lowest such slot,
-  /// until its prompt is), unless the last step was one and other slots
-  /// generate; decode otherwise.
+  /// The program of the next step (call after admit(), when busy()), by
+  /// the policy. While no slot generates: a chunk of the slot with the
+  /// longest prompt left (the one already begun first), if it is the only
+  /// prompt in or has a chunk's worth left — else a decode step advances
+  /// every prompt at once. While slots generate: interleave alternates a
+  /// chunk with a decode step; idle and off run decode steps.
   planner::program_kind begin_step();
 
   /// Any request in a slot or waiting for one.
@@ -116,7 +119,7 @@ private:
 
   const planner::plan& plan_;
   size_t max_queue_;
-  bool prefill_;
+  prefill_policy prefill_;
   planner::program_kind last_ = planner::program_kind::decode;
   uint32_t prefill_slot_ = 0; // the slot this prefill step feeds
   std::deque<request> queue_;

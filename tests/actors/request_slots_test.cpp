@@ -96,7 +96,7 @@ protected:
 TEST_F(request_slots_test, a_prompt_goes_in_chunks_and_its_last_row_emits) {
   uint32_t chunk = p_.prefill.tokens;
   ASSERT_GT(chunk, 1u);
-  request_slots s{p_, 8, true};
+  request_slots s{p_, 8, prefill_policy::idle};
   size_t prompt = chunk + 3; // two chunks, the second mostly padding
   ASSERT_FALSE(s.enqueue(make_request(1, prompt, 2)));
   s.admit();
@@ -143,43 +143,93 @@ TEST_F(request_slots_test, a_prompt_goes_in_chunks_and_its_last_row_emits) {
   EXPECT_EQ(events[0].result.tokens, (std::vector<int32_t>{7, 9}));
 }
 
-TEST_F(request_slots_test, prefill_alternates_with_decode_while_others_generate) {
+TEST_F(request_slots_test, interleave_alternates_chunks_with_decode_steps) {
   uint32_t chunk = p_.prefill.tokens;
-  request_slots s{p_, 8, true};
+  request_slots s{p_, 8, prefill_policy::interleave};
   ASSERT_FALSE(s.enqueue(make_request(1, 2, 50))); // A: short prompt
   s.admit();
-  ASSERT_EQ(s.begin_step(), program_kind::prefill);
+  ASSERT_EQ(s.begin_step(), program_kind::prefill); // alone: a chunk
   sample(s, program_kind::prefill, feed(s, program_kind::prefill), 5);
   s.take_events();
-  // B arrives while A decodes: three chunks of prompt.
-  ASSERT_FALSE(s.enqueue(make_request(2, 3 * chunk, 4)));
+  // B arrives while A decodes: 100 prompt tokens. Chunks alternate with
+  // decode steps, and B's prompt rides those decode steps too.
+  uint32_t b_prompt = 100;
+  ASSERT_FALSE(s.enqueue(make_request(2, b_prompt, 4)));
   std::vector<program_kind> kinds;
   std::vector<token_row> carried;
-  uint32_t b_chunks = 0, b_decodes = 0;
-  for (int i = 0; i < 8; ++i) {
+  uint32_t b_fed = 0;
+  bool b_generating = false;
+  for (int i = 0; i < 10; ++i) {
     s.admit();
     auto kind = s.begin_step();
     kinds.push_back(kind);
     auto rows = feed(s, kind, kind == program_kind::decode && !carried.empty()
                                   ? std::span<const token_row>{carried}
                                   : std::span<const token_row>{});
-    if (kind == program_kind::prefill)
-      ++b_chunks;
-    else if (b_chunks < 3)
-      EXPECT_EQ(rows[1].flags, 0u) << "B decodes before its prompt is in";
-    else
-      EXPECT_EQ(rows[1].position, 3 * chunk + b_decodes++) << "B's row";
+    if (kind == program_kind::prefill) {
+      EXPECT_EQ(rows[0].sequence, 1u);
+      EXPECT_EQ(rows[0].position, b_fed);
+      b_fed = std::min(b_prompt, b_fed + chunk);
+      b_generating = b_fed == b_prompt;
+    } else if (!b_generating) {
+      EXPECT_EQ(rows[1].position, b_fed) << "B's prompt rides decode";
+      EXPECT_EQ(rows[1].flags & model::row_active, model::row_active);
+      ++b_fed;
+      b_generating = b_fed == b_prompt;
+    }
     auto next = sample(s, kind, rows, 5);
     // Carried rows survive only from a decode step to the next one.
     carried = kind == program_kind::decode ? next : std::vector<token_row>{};
   }
+  EXPECT_TRUE(b_generating);
   using enum program_kind;
+  // A's prefill was the last step, so a decode step comes first; then
+  // 100 = 1 + 32 + 1 + 32 + 1 + 32 + 1 (the last ride emits B's token).
+  ASSERT_EQ(chunk, 32u) << "the expected sequence assumes 32-row chunks";
   EXPECT_EQ(kinds, (std::vector<program_kind>{decode, prefill, decode, prefill,
-                                               decode, prefill, decode, decode}));
+                                               decode, prefill, decode, decode,
+                                               decode, decode}));
+}
+
+TEST_F(request_slots_test, idle_lets_prompts_ride_while_others_generate) {
+  request_slots s{p_, 8, prefill_policy::idle};
+  ASSERT_FALSE(s.enqueue(make_request(1, 2, 120))); // A outlasts B's prompt
+  s.admit();
+  ASSERT_EQ(s.begin_step(), program_kind::prefill);
+  sample(s, program_kind::prefill, feed(s, program_kind::prefill), 5);
+  ASSERT_FALSE(s.enqueue(make_request(2, 100, 4)));
+  std::vector<token_row> carried;
+  for (int i = 0; i < 100; ++i) {
+    s.admit();
+    ASSERT_EQ(s.begin_step(), program_kind::decode) << i;
+    auto rows = feed(s, program_kind::decode, carried);
+    EXPECT_EQ(rows[1].position, static_cast<uint32_t>(i));
+    carried = sample(s, program_kind::decode, rows, 5);
+  }
+  auto events = s.take_events();
+  EXPECT_EQ(events.back().request, 2u); // B's first token, from decode
+}
+
+TEST_F(request_slots_test, idle_chunks_a_long_prompt_but_steps_short_ones_together) {
+  uint32_t chunk = p_.prefill.tokens;
+  request_slots s{p_, 8, prefill_policy::idle};
+  // Three short prompts at once: a decode step advances all three.
+  for (uint64_t id = 1; id <= 3; ++id)
+    ASSERT_FALSE(s.enqueue(make_request(id, 3, 2)));
+  s.admit();
+  EXPECT_EQ(s.begin_step(), program_kind::decode);
+  request_slots t{p_, 8, prefill_policy::idle};
+  // A long prompt beside a short one: chunks for the long one first.
+  ASSERT_FALSE(t.enqueue(make_request(1, 3, 2)));
+  ASSERT_FALSE(t.enqueue(make_request(2, chunk + 5, 2)));
+  t.admit();
+  ASSERT_EQ(t.begin_step(), program_kind::prefill);
+  auto rows = feed(t, program_kind::prefill);
+  EXPECT_EQ(rows[0].sequence, 1u);
 }
 
 TEST_F(request_slots_test, without_prefill_a_prompt_goes_one_token_a_step) {
-  request_slots s{p_, 8, false};
+  request_slots s{p_, 8, prefill_policy::off};
   ASSERT_FALSE(s.enqueue(make_request(1, 3, 2)));
   s.admit();
   std::vector<token_row> carried;
@@ -197,7 +247,7 @@ TEST_F(request_slots_test, without_prefill_a_prompt_goes_one_token_a_step) {
 }
 
 TEST_F(request_slots_test, a_broken_token_loop_is_an_error_not_a_guess) {
-  request_slots s{p_, 8, false};
+  request_slots s{p_, 8, prefill_policy::off};
   ASSERT_FALSE(s.enqueue(make_request(1, 1, 3)));
   s.admit();
   ASSERT_EQ(s.begin_step(), program_kind::decode);

@@ -168,12 +168,15 @@ TEST(scale, late_requests_join_at_step_boundaries_and_equal_their_reference) {
   EXPECT_EQ((*st)["requests_queued"], 0);
 }
 
-// A long prompt arriving while another request decodes goes through the
-// prefill program in chunks, interleaved with A's decode steps; both equal
-// their reference runs, and the head ran exactly the chunks the prompts
-// need (A's 3 tokens: one; B's 100: ceil(100 / chunk)).
+// --prefill interleave: a long prompt arriving while another request
+// decodes goes through the prefill program in chunks alternating with A's
+// decode steps (and rides those); both equal their reference runs, and the
+// head ran exactly the chunks that takes: A's 3 tokens one, B's 100 tokens
+// ceil(101 / (chunk + 1)) (each chunk and the decode step after it).
 TEST(scale, a_long_prompt_is_prefilled_in_chunks_beside_a_decoding_request) {
-  auto c = start(options("local-64", "tiny-64", 2, 256));
+  auto o = options("local-64", "tiny-64", 2, 256);
+  o.extra_args = {"--prefill", "interleave"};
+  auto c = start(o);
   model::generation_request a{0, {1, 2, 3}, 60, {}, 0};
   model::generation_request b{0, {}, 4, {5, 0.8f, 0, 0.9f}, 0};
   for (int i = 0; i < 100; ++i)
@@ -194,7 +197,8 @@ TEST(scale, a_long_prompt_is_prefilled_in_chunks_beside_a_decoding_request) {
   ASSERT_EQ((*st)["prefill_program"], true);
   int chunk = (*st)["prefill_chunk_tokens"];
   ASSERT_GT(chunk, 1);
-  EXPECT_EQ((*st)["prefill_steps_run"], 1 + (100 + chunk - 1) / chunk);
+  EXPECT_EQ((*st)["prefill_policy"], "interleave");
+  EXPECT_EQ((*st)["prefill_steps_run"], 1 + (101 + chunk) / (chunk + 1));
   // A's 59 tokens after its first, and B's 3, come from decode steps that
   // ran for both at once where they overlapped: at least A's 59.
   EXPECT_GE((*st)["decode_steps_run"], 59);

@@ -131,6 +131,44 @@ TEST_F(shard_ops, split_attention_equals_the_whole) {
   }
 }
 
+// Padding rows after the last active one are not computed: their output
+// rows stay exactly as they were (a sentinel here), and the active rows
+// are the bits a table without the padding gives.
+TEST_F(shard_ops, rows_after_the_last_active_one_are_skipped) {
+  uint32_t d = spec_.d_model, n_heads = spec_.n_heads;
+  std::vector<tensor> keep;
+  auto whole = heads(0, 0, n_heads, keep);
+  const uint32_t all[] = {0, d};
+  // Rows: active, padding, active, padding, padding.
+  std::vector<token_row> rows{{3, 0, 0, row_active},
+                              {0, 0, 0, 0},
+                              {5, 1, 0, row_active | row_emits},
+                              {0, 0, 0, 0},
+                              {0, 0, 0, 0}};
+  EXPECT_EQ(active_prefix(rows), 3u);
+  EXPECT_EQ(active_prefix(std::span<const token_row>{rows}.first(2)), 1u);
+  EXPECT_EQ(active_prefix(std::span<const token_row>{rows}.subspan(3)), 0u);
+  auto x = random_x(size_t{d} * rows.size(), 42);
+  std::vector<float> scratch(attention_scratch_floats(
+      spec_, n_heads, spec_.n_kv_heads, 5, spec_.max_context));
+  kv_store kv_padded{spec_, 0, spec_.n_kv_heads};
+  std::vector<float> padded(size_t{d} * rows.size(), 1234.5f);
+  float* pp = padded.data();
+  ASSERT_FALSE(attention_part(spec_, whole, rope_, x.data(), rows,
+                              kv_padded.slice, {all, {&pp, 1}}, scratch));
+  kv_store kv_short{spec_, 0, spec_.n_kv_heads};
+  std::vector<float> trimmed(size_t{d} * 3, 0.0f);
+  float* tp = trimmed.data();
+  ASSERT_FALSE(attention_part(spec_, whole, rope_, x.data(),
+                              std::span<const token_row>{rows}.first(3),
+                              kv_short.slice, {all, {&tp, 1}}, scratch));
+  EXPECT_TRUE(same_bits(std::vector<float>(padded.begin(),
+                                           padded.begin() + 3 * d),
+                        trimmed));
+  for (size_t i = size_t{3} * d; i < padded.size(); ++i)
+    ASSERT_EQ(padded[i], 1234.5f) << "padding row value " << i;
+}
+
 TEST_F(shard_ops, a_missing_tree_node_is_an_error_not_a_recursion) {
   // Blocks 0..7 but node [4, +4) missing: once this recursed forever.
   std::vector<tree_node> nodes{{0, 4}};
