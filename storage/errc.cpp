@@ -22,6 +22,8 @@ const char* to_string(errc code) {
     return "invalid_argument";
   case errc::not_held:
     return "not_held";
+  case errc::invalid_file:
+    return "invalid_file";
   }
   return "unknown";
 }
@@ -31,6 +33,7 @@ error_kind kind_of(errc code) {
   case errc::not_found:        // wrong --db: fix the request
   case errc::mismatch:         // another model/seed than asked: fix the request
   case errc::invalid_argument: // bad key, shard or option
+  case errc::invalid_file:     // a malformed file to import: fix the input
   case errc::not_held: // another host's shard (or a re-plan this store has
                        // not been grown for): read it elsewhere, or grow
                        // the store with init_weight_shards

@@ -21,6 +21,7 @@ enum class errc : uint8_t {
   io_error,         // RocksDB or the file system failed
   invalid_argument, // bad key, shard or option
   not_held,         // a partial store holds no tile of a range asked for
+  invalid_file,     // a file to import is malformed (names file, key/tensor)
 };
 
 const char* to_string(errc code);

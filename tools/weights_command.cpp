@@ -1,5 +1,5 @@
-// lockstep weights init | list | verify: the weight store from the command
-// line (docs/storage.md).
+// lockstep weights init | list | verify | inspect: the weight store from the
+// command line (docs/storage.md), and what a GGUF file holds.
 //
 // Exit codes: 0 success; 1 the command ran and found a problem (corrupt or
 // incomplete store, interrupted init, I/O failure); 2 bad input (unknown
@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/progress.hpp"
 #include "model/model_spec.hpp"
+#include "storage/gguf_model.hpp"
 #include "storage/weight_store.hpp"
 
 #include "model/spec_json.hpp"
@@ -264,6 +265,52 @@ int run_verify(const std::string& db, const std::string& format, bool deep) {
                                 " problem(s))");
 }
 
+// What a GGUF file holds and how lockstep reads it: the model's shape from
+// its metadata (checked against every tensor), the tensor types, a tied
+// head, the tensors it would not use. Exit 2 when it is not a llama model
+// lockstep can take, naming the key or tensor.
+int run_inspect(const std::string& path, const std::string& format) {
+  namespace gguf = storage::gguf;
+  auto f = gguf::gguf_file::open(path);
+  if (!f)
+    return fail_with(f.error());
+  auto m = gguf::describe_model(*f);
+  if (!m)
+    return fail_with(m.error());
+  nlohmann::json types = m->types;
+  if (format == "json") {
+    nlohmann::json j{{"file", path},
+                     {"gguf_version", f->version()},
+                     {"tensors", f->tensors().size()},
+                     {"spec", model::to_json(m->spec)},
+                     {"tied_head", m->tied_head},
+                     {"tensor_types", types},
+                     {"vocabulary_tokens", m->vocabulary_tokens},
+                     {"unused_tensors", m->unused}};
+    std::printf("%s\n", j.dump().c_str());
+    return exit_ok;
+  }
+  const auto& s = m->spec;
+  std::printf("%s: GGUF v%u, %zu tensors, llama architecture\n", path.c_str(),
+              f->version(), f->tensors().size());
+  std::printf("model %s: %u layers, d_model %u, %u heads (%u kv, head_dim "
+              "%u), d_ff %u, vocab %u, context %u, rope_theta %g, rms_eps "
+              "%g\n",
+              s.name.c_str(), s.n_layers, s.d_model, s.n_heads, s.n_kv_heads,
+              s.head_dim, s.d_ff, s.vocab, s.max_context, s.rope_theta,
+              double(s.rms_eps));
+  std::string t;
+  for (const auto& [name, n] : m->types)
+    t += (t.empty() ? "" : ", ") + std::to_string(n) + " " + name;
+  std::printf("tensor types: %s; imports as %s%s\n", t.c_str(),
+              model::to_string(s.weight_dtype),
+              m->tied_head ? "; LM head tied to the embedding" : "");
+  if (!m->unused.empty())
+    std::printf("%zu tensors lockstep does not use (first: %s)\n",
+                m->unused.size(), m->unused.front().c_str());
+  return exit_ok;
+}
+
 } // namespace
 
 void add_weights_commands(CLI::App& app, command_context& ctx) {
@@ -304,6 +351,17 @@ void add_weights_commands(CLI::App& app, command_context& ctx) {
   add_output_option(*cmd, *verify_format);
   cmd->callback([verify_db, verify_format, verify_deep, &ctx] {
     ctx.exit_code = run_verify(*verify_db, *verify_format, *verify_deep);
+  });
+
+  auto inspect_file = std::make_shared<std::string>();
+  auto inspect_format = std::make_shared<std::string>("text");
+  cmd = weights->add_subcommand(
+      "inspect", "what a GGUF file holds and how lockstep would read it");
+  cmd->add_option("--gguf", *inspect_file, "a GGUF file (llama architecture)")
+      ->required();
+  add_output_option(*cmd, *inspect_format);
+  cmd->callback([inspect_file, inspect_format, &ctx] {
+    ctx.exit_code = run_inspect(*inspect_file, *inspect_format);
   });
 }
 

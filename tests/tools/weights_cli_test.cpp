@@ -2,6 +2,7 @@
 // exit codes 0 / 1 / 2, one-line errors and pure-JSON output.
 
 #include "storage/detail/tile_codec.hpp"
+#include "storage/gguf_writer.hpp"
 #include "storage/weight_store.hpp"
 #include "tests/storage/temp_dir.hpp"
 #include "tests/tools/cli_runner.hpp"
@@ -292,6 +293,68 @@ TEST(weights_cli, partial_store_is_listed_and_verified_as_partial) {
   EXPECT_EQ(list["held_bytes"], spec.weight_bytes());
   EXPECT_EQ(list["tensors"][0]["held_tiles"], list["tensors"][0]["tiles"]);
   EXPECT_EQ(run(tmp, {"weights", "verify", "--db", db.string()}).code, 0);
+}
+
+} // namespace
+} // namespace lockstep
+
+namespace lockstep {
+namespace {
+
+// `weights inspect --gguf`: a llama GGUF's shape as lockstep reads it; a
+// file it cannot take is one line naming the key or tensor, exit 2.
+TEST(weights_cli, inspect_reads_a_gguf_models_shape) {
+  namespace gguf = storage::gguf;
+  temp_dir tmp;
+  gguf::gguf_writer w;
+  w.set_string("general.architecture", "llama");
+  w.set_u32("llama.block_count", 1);
+  w.set_u32("llama.embedding_length", 128);
+  w.set_u32("llama.feed_forward_length", 256);
+  w.set_u32("llama.attention.head_count", 2);
+  w.set_u32("llama.context_length", 64);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  auto add = [&](const std::string& name, std::vector<uint64_t> ne,
+                 gguf::ggml_type type) {
+    w.add_tensor(name, ne, type,
+                 std::vector<std::byte>(gguf::tensor_bytes(ne, type)));
+  };
+  auto q = gguf::ggml_type::q8_0, f = gguf::ggml_type::f32;
+  add("token_embd.weight", {128, 512}, q);
+  add("blk.0.attn_norm.weight", {128}, f);
+  add("blk.0.attn_q.weight", {128, 128}, q);
+  add("blk.0.attn_k.weight", {128, 128}, q);
+  add("blk.0.attn_v.weight", {128, 128}, q);
+  add("blk.0.attn_output.weight", {128, 128}, q);
+  add("blk.0.ffn_norm.weight", {128}, f);
+  add("blk.0.ffn_gate.weight", {128, 256}, q);
+  add("blk.0.ffn_up.weight", {128, 256}, q);
+  add("blk.0.ffn_down.weight", {256, 128}, q);
+  add("output_norm.weight", {128}, f);
+  auto file = tmp / "m.gguf";
+  ASSERT_FALSE(w.write(file));
+  auto r = run(tmp, {"weights", "inspect", "--gguf", file.string(), "-o",
+                     "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["spec"]["d_model"], 128);
+  EXPECT_EQ(j["spec"]["vocab"], 512);
+  EXPECT_EQ(j["spec"]["head_dim"], 64);
+  EXPECT_EQ(j["tied_head"], true);
+  EXPECT_EQ(j["tensor_types"]["Q8_0"], 8);
+  EXPECT_EQ(j["spec"]["dtype"], "f32");
+
+  w.set_string("general.architecture", "gpt2");
+  ASSERT_FALSE(w.write(file));
+  r = run(tmp, {"weights", "inspect", "--gguf", file.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("architecture 'gpt2'"), std::string::npos) << r.err;
+
+  std::ofstream{tmp / "junk.gguf"} << "not a gguf file at all, just text";
+  r = run(tmp, {"weights", "inspect", "--gguf", (tmp / "junk.gguf").string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("not a GGUF file"), std::string::npos) << r.err;
 }
 
 } // namespace
