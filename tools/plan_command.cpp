@@ -28,6 +28,7 @@ struct plan_cli_options {
   std::vector<std::string> fail_chips;
   std::string trace;
   std::string db;
+  bool sweep_batch = false;
   std::string format = "text";
 };
 
@@ -65,6 +66,94 @@ nlohmann::json predicted_json(const planner::predictions& p) {
           {"sram_utilisation", p.sram_utilisation}};
 }
 
+// The latency/throughput curve: plans at batch 1, 2, 4, ... until one does
+// not fit at the context, and the largest batch that fits (bisected
+// between the last power of two that fits and the first that does not).
+int run_sweep(const planner::cluster_config& config,
+              const model::model_spec& spec, uint32_t context,
+              const std::string& format) {
+  struct point {
+    uint32_t batch;
+    planner::plan_result r;
+  };
+  std::vector<point> points;
+  auto plan_at = [&](uint32_t b) -> caf::expected<std::optional<point>> {
+    auto r = planner::make_plan(config, spec, {b, context, {}});
+    if (r)
+      return point{b, std::move(*r)};
+    if (r.error() == planner::errc::infeasible)
+      return std::optional<point>{};
+    return r.error();
+  };
+  uint32_t fits = 0, fails = 0;
+  constexpr uint32_t max_batch = 4096; // plan --batch's own limit
+  for (uint32_t b = 1; b <= max_batch; b *= 2) {
+    auto p = plan_at(b);
+    if (!p)
+      return fail_with(p.error());
+    if (!*p) {
+      fails = b;
+      break;
+    }
+    fits = b;
+    points.push_back(std::move(**p));
+  }
+  if (fits == 0)
+    return fail_with(caf::make_error(
+        planner::errc::infeasible,
+        spec.name + " does not fit " + config.name + " even at batch 1 "
+        "(context " + std::to_string(context) + ")"));
+  // Bisect (fits, fails): the largest batch that fits.
+  std::optional<point> best;
+  while (fails != 0 && fails - fits > 1) {
+    uint32_t mid = fits + (fails - fits) / 2;
+    auto p = plan_at(mid);
+    if (!p)
+      return fail_with(p.error());
+    if (*p) {
+      fits = mid;
+      best = std::move(**p);
+    } else {
+      fails = mid;
+    }
+  }
+  if (best)
+    points.push_back(std::move(*best));
+  if (format == "json") {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& [b, r] : points) {
+      const auto& pr = r.p.predicted;
+      rows.push_back({{"batch", b},
+                      {"token_latency_us", pr.token_latency_us},
+                      {"tokens_per_s_per_user", pr.tokens_per_s_per_user},
+                      {"aggregate_tokens_per_s", pr.aggregate_tokens_per_s},
+                      {"micro_batches", r.p.decode.micro_batches},
+                      {"chips_used", r.p.chips_used.size()},
+                      {"verified", r.verdict.ok()}});
+    }
+    nlohmann::json j{{"cluster", config.name},
+                     {"model", spec.name},
+                     {"context", context},
+                     {"max_batch", fits},
+                     {"sweep", rows}};
+    std::printf("%s\n", j.dump().c_str());
+    return exit_ok;
+  }
+  std::printf("%s on %s, context %u: largest batch that fits %u%s\n",
+              spec.name.c_str(), config.name.c_str(), context, fits,
+              fails == 0 ? " (plan --batch's limit)" : "");
+  std::printf("%6s %14s %14s %16s %6s %6s\n", "batch", "latency us",
+              "tok/s/user", "tok/s aggregate", "mbs", "chips");
+  for (const auto& [b, r] : points) {
+    const auto& pr = r.p.predicted;
+    std::printf("%6u %14.1f %14.1f %16.1f %6u %6zu%s\n", b,
+                pr.token_latency_us, pr.tokens_per_s_per_user,
+                pr.aggregate_tokens_per_s, r.p.decode.micro_batches,
+                r.p.chips_used.size(), r.verdict.ok() ? "" : " UNVERIFIED");
+  }
+  return exit_ok;
+}
+
 int run_plan(const plan_cli_options& o) {
   auto t0 = std::chrono::steady_clock::now();
   auto config = planner::load_cluster_config(o.config);
@@ -78,6 +167,13 @@ int run_plan(const plan_cli_options& o) {
     if (!t)
       return fail_with(t.error());
     spec->weight_dtype = *t;
+  }
+  if (o.sweep_batch) {
+    if (!o.fail_chips.empty() || !o.db.empty() || !o.trace.empty())
+      return fail(exit_bad_input, "--sweep-batch plans afresh at each batch: "
+                                  "it takes no --fail-chip, --db or --trace");
+    return run_sweep(*config, *spec,
+                     o.context == 0 ? spec->max_context : o.context, o.format);
   }
   std::vector<uint32_t> failed;
   for (const auto& id : o.fail_chips) {
@@ -289,6 +385,9 @@ void add_plan_command(CLI::App& app, command_context& ctx) {
   cmd->add_option("--trace", o->trace,
                   "write one decode step as Chrome trace-event JSON");
   add_output_option(*cmd, o->format);
+  cmd->add_flag("--sweep-batch", o->sweep_batch,
+                "plan at batch 1, 2, 4, ... and print the latency/throughput "
+                "curve up to the largest batch that fits at the context");
   cmd->callback([o, &ctx] { ctx.exit_code = run_plan(*o); });
 }
 

@@ -41,6 +41,39 @@ TEST(plan_cli, json_has_the_documented_keys) {
   EXPECT_GT(t["traceEvents"].size(), 100u);
 }
 
+// --sweep-batch: the curve over batch 1, 2, 4, ... and the largest batch
+// that fits — which really is the largest: one more does not plan.
+TEST(plan_cli, sweep_batch_finds_the_largest_batch_that_fits) {
+  temp_dir tmp;
+  auto r = run(tmp, {"plan", config("local-64"), "--model", "tiny-64",
+                     "--context", "128", "--sweep-batch", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  int max_batch = j["max_batch"];
+  ASSERT_GE(max_batch, 2);
+  const auto& rows = j["sweep"];
+  ASSERT_GE(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["batch"], 1);
+  EXPECT_EQ(rows.back()["batch"], max_batch);
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_GT(rows[i]["batch"].get<int>(), rows[i - 1]["batch"].get<int>());
+    // More users per step: never fewer tokens in aggregate.
+    EXPECT_GE(rows[i]["aggregate_tokens_per_s"].get<double>(),
+              rows[i - 1]["aggregate_tokens_per_s"].get<double>());
+    EXPECT_EQ(rows[i]["verified"], true);
+  }
+  r = run(tmp, {"plan", config("local-64"), "--model", "tiny-64", "--context",
+                "128", "--batch", std::to_string(max_batch), "-o", "json"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = run(tmp, {"plan", config("local-64"), "--model", "tiny-64", "--context",
+                "128", "--batch", std::to_string(max_batch + 1)});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("infeasible"), std::string::npos) << r.err;
+  r = run(tmp, {"plan", config("local-64"), "--model", "tiny-64",
+                "--sweep-batch", "--fail-chip", "h0.c3"});
+  EXPECT_EQ(r.code, 2);
+}
+
 TEST(plan_cli, bad_input_is_one_line_and_exit_code_2) {
   temp_dir tmp;
   auto bad_yaml = (tmp / "bad.yaml").string();
