@@ -1,6 +1,7 @@
 #include "storage/gguf_file.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -475,7 +476,16 @@ const tensor_info* gguf_file::tensor(const std::string& name) const {
 
 caf::error gguf_file::read(const tensor_info& t,
                            std::span<std::byte> out) const {
-  uint64_t at = data_offset_ + t.offset;
+  return read_rows(t, 0, t.elements() / t.ne[0], out);
+}
+
+caf::error gguf_file::read_rows(const tensor_info& t, uint64_t first,
+                                [[maybe_unused]] uint64_t rows,
+                                std::span<std::byte> out) const {
+  uint64_t row_bytes = t.bytes / (t.elements() / t.ne[0]);
+  assert(first + rows <= t.elements() / t.ne[0] &&
+         out.size() == rows * row_bytes);
+  uint64_t at = data_offset_ + t.offset + first * row_bytes;
   size_t got = 0;
   while (got < out.size()) {
     auto r = ::pread(fd_, out.data() + got, out.size() - got,

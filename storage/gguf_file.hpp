@@ -131,6 +131,13 @@ public:
   /// file shrank since open()).
   caf::error read(const tensor_info& t, std::span<std::byte> out) const;
 
+  /// Reads `rows` rows of `t` from row `first` (a row: ne[0] elements, in
+  /// whole blocks) into `out`. REQUIRES: first + rows within t's rows
+  /// (elements / ne[0]), out.size() == rows * the row's bytes. Errors: as
+  /// read().
+  caf::error read_rows(const tensor_info& t, uint64_t first, uint64_t rows,
+                       std::span<std::byte> out) const;
+
 private:
   gguf_file() = default;
 

@@ -23,8 +23,20 @@ using model::tensor_id;
 
 std::string describe(const weights_manifest& m) {
   return m.spec.name + " (" + model::to_string(m.spec.weight_dtype) +
-         ", weight seed " + std::to_string(m.seed) + ", tiles " +
-         std::to_string(m.tile.rows) + "x" + std::to_string(m.tile.cols) + ")";
+         (m.source.empty() ? ", weight seed " + std::to_string(m.seed)
+                           : ", imported from " + m.source) +
+         ", tiles " + std::to_string(m.tile.rows) + "x" +
+         std::to_string(m.tile.cols) + ")";
+}
+
+// The generator as a source (init), or the import's.
+tensor_source generated(const weights_manifest& m, const tensor_source* given) {
+  if (given != nullptr)
+    return *given;
+  auto gen = std::make_shared<model::weight_generator>(m.spec, m.seed);
+  return [gen](tensor_id id, const model::shard_range& r) {
+    return gen->generate(id, r);
+  };
 }
 
 // Writes the tiles of `id` in `rect` that `written` (row-major over the
@@ -36,12 +48,13 @@ std::string describe(const weights_manifest& m) {
 // generated only over the columns of its missing tiles: the generator is
 // counter-based, so those columns come out exactly as in a full stripe.
 // Adds the payload of the tiles it writes to `bytes` via `counter`.
-caf::error write_tiles(store& s, const model::weight_generator& gen,
-                       tensor_id id, tile_rect rect, std::vector<bool>& written,
+caf::error write_tiles(store& s, const model::model_spec& spec,
+                       const tensor_source& source, tensor_id id,
+                       tile_rect rect, std::vector<bool>& written,
                        std::string_view marker_key,
                        std::string_view marker_value, const init_options& opt,
                        detail::payload_counter& counter, uint64_t& bytes) {
-  auto shape = model::shape_of(gen.spec(), id.kind);
+  auto shape = model::shape_of(spec, id.kind);
   auto tile = opt.tile;
   uint32_t n_ct = col_tiles(shape, tile);
   store::batch batch;
@@ -60,8 +73,8 @@ caf::error write_tiles(store& s, const model::weight_generator& gen,
       continue;
     uint32_t row0 = rt * tile.rows;
     uint32_t rows = std::min(tile.rows, shape.rows - row0);
-    auto stripe = gen.generate(id, {row0, row0 + rows, first * tile.cols,
-                                    std::min(last * tile.cols, shape.cols)});
+    auto stripe = source(id, {row0, row0 + rows, first * tile.cols,
+                              std::min(last * tile.cols, shape.cols)});
     if (!stripe)
       return stripe.error();
     for (uint32_t ct = first; ct < last; ++ct) {
@@ -115,7 +128,8 @@ caf::error stopped(const store& s, const weights_manifest& m, size_t done,
 }
 
 // Every tensor, skipping the done ones (all of them when `complete`).
-caf::error write_full(store& s, const weights_manifest& m, bool complete,
+caf::error write_full(store& s, const weights_manifest& m,
+                      const tensor_source& source, bool complete,
                       const init_callback& progress, const init_options& opt,
                       init_report& report) {
   auto done = markers(s, detail::done_prefix);
@@ -127,7 +141,6 @@ caf::error write_full(store& s, const weights_manifest& m, bool complete,
   p.tensors_total = p.shards_total = ids.size();
   for (auto id : ids)
     p.bytes_total += model::tensor_bytes(spec, id.kind);
-  model::weight_generator gen{spec, m.seed};
   for (auto id : ids) {
     auto shape = model::shape_of(spec, id.kind);
     p.tensor = id;
@@ -141,7 +154,8 @@ caf::error write_full(store& s, const weights_manifest& m, bool complete,
       std::vector<bool> written(all.tiles(), false);
       detail::payload_counter counter{shape, model::dtype_of(spec, id.kind),
                                       opt.tile};
-      if (auto err = write_tiles(s, gen, id, all, written, detail::done_key(id),
+      if (auto err = write_tiles(s, spec, source, id, all, written,
+                                 detail::done_key(id),
                                  std::to_string(all.tiles()), opt, counter,
                                  report.bytes_written))
         return err;
@@ -165,7 +179,8 @@ caf::error write_full(store& s, const weights_manifest& m, bool complete,
 // The manifest's shards in its (canonical) order, skipping done ones (all of
 // them when `complete`). A tile covered by several shards is written once:
 // by the first shard not yet done, or not at all when a done shard covers it.
-caf::error write_partial(store& s, const weights_manifest& m, bool complete,
+caf::error write_partial(store& s, const weights_manifest& m,
+                         const tensor_source& source, bool complete,
                          const init_callback& progress, const init_options& opt,
                          init_report& report) {
   auto done = markers(s, detail::shard_done_prefix);
@@ -212,7 +227,6 @@ caf::error write_partial(store& s, const weights_manifest& m, bool complete,
   }
   p.tensors_total = work.size();
 
-  model::weight_generator gen{spec, m.seed};
   for (const auto& sh : m.shards) {
     auto& [id, range] = sh;
     auto& w = work.at(detail::tensor_key(id));
@@ -223,7 +237,7 @@ caf::error write_partial(store& s, const weights_manifest& m, bool complete,
     if (p.skipped) {
       ++report.shards_skipped;
     } else {
-      if (auto err = write_tiles(s, gen, id, rect, w.written,
+      if (auto err = write_tiles(s, spec, source, id, rect, w.written,
                                  detail::shard_done_key(id, range),
                                  std::to_string(rect.tiles()), opt, w.this_run,
                                  report.bytes_written))
@@ -251,7 +265,9 @@ caf::error write_partial(store& s, const weights_manifest& m, bool complete,
 caf::expected<init_report> init(store& s, const model::model_spec& spec,
                                 uint64_t seed, const shard_list* shards,
                                 const init_callback& progress,
-                                const init_options& options) {
+                                const init_options& options,
+                                const std::string& source_name = {},
+                                const tensor_source* source = nullptr) {
   auto start = std::chrono::steady_clock::now();
   if (s.read_only())
     return caf::make_error(errc::invalid_argument,
@@ -270,6 +286,7 @@ caf::expected<init_report> init(store& s, const model::model_spec& spec,
   weights_manifest want;
   want.spec = spec;
   want.seed = seed;
+  want.source = source_name;
   want.tile = options.tile;
   if (shards) {
     if (auto err = detail::check_shards(spec, *shards))
@@ -283,7 +300,8 @@ caf::expected<init_report> init(store& s, const model::model_spec& spec,
     return have.error();
   if (*have) {
     auto& m = **have;
-    if (m.spec != spec || m.seed != seed || m.tile != options.tile)
+    if (m.spec != spec || m.seed != seed || m.source != source_name ||
+        m.tile != options.tile)
       return caf::make_error(errc::mismatch,
                              "store " + s.dir().string() + " holds " +
                                  describe(m) + "; asked for " + describe(want) +
@@ -336,9 +354,11 @@ caf::expected<init_report> init(store& s, const model::model_spec& spec,
 
   init_report report;
   bool complete = want.state == init_state::complete;
-  auto err = want.partial
-                 ? write_partial(s, want, complete, progress, options, report)
-                 : write_full(s, want, complete, progress, options, report);
+  auto src = generated(want, source);
+  auto err = want.partial ? write_partial(s, want, src, complete, progress,
+                                          options, report)
+                          : write_full(s, want, src, complete, progress,
+                                       options, report);
   if (err)
     return err;
   if (!complete) {
@@ -370,6 +390,16 @@ init_weight_shards(store& s, const model::model_spec& spec, uint64_t seed,
                    const shard_list& shards, const init_callback& progress,
                    const init_options& options) {
   return init(s, spec, seed, &shards, progress, options);
+}
+
+caf::expected<init_report>
+import_weights(store& s, const model::model_spec& spec,
+               const std::string& source_name, const tensor_source& source,
+               const init_callback& progress, const init_options& options) {
+  if (source_name.empty())
+    return caf::make_error(errc::invalid_argument,
+                           "import_weights: an import needs a source name");
+  return init(s, spec, 0, nullptr, progress, options, source_name, &source);
 }
 
 } // namespace lockstep::storage

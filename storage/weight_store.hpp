@@ -63,7 +63,10 @@ using shard_list = std::vector<tensor_shard>;
 /// What the store holds (meta key "weights.manifest", JSON).
 struct weights_manifest {
   model::model_spec spec; // weight_dtype is the stored dtype (after --dtype)
-  uint64_t seed = 0;      // the generator's seed
+  uint64_t seed = 0;      // the generator's seed (imported: 0)
+  /// Where the weights came from: empty for the generator (from `seed`),
+  /// else the import's source, e.g. "gguf:tinyllama.gguf".
+  std::string source;
   tile_shape tile;
   init_state state = init_state::in_progress;
   /// A partial store holds exactly the tiles covering `shards` (in the
@@ -152,6 +155,22 @@ init_weight_shards(store& s, const model::model_spec& spec, uint64_t seed,
                    const shard_list& shards, const init_callback& progress = {},
                    const init_options& options = {});
 
+/// Shard `range` of tensor `id`, in the store's dtype for it: what an
+/// import writes (weight_init.cpp also serves the generator this way).
+using tensor_source = std::function<caf::expected<model::tensor>(
+    model::tensor_id id, const model::shard_range& range)>;
+
+/// Writes every tensor of `spec` from `source` into `s` — a fresh store,
+/// or one an interrupted import of the same spec, `source_name` and tile
+/// shape left (resumed: tensors done are skipped). The manifest records
+/// `source_name` and no seed. Errors: as init_weights; mismatch when the
+/// store holds other weights (generated, or another import).
+caf::expected<init_report>
+import_weights(store& s, const model::model_spec& spec,
+               const std::string& source_name, const tensor_source& source,
+               const init_callback& progress = {},
+               const init_options& options = {});
+
 // --- reading -----------------------------------------------------------------
 
 struct tensor_info {
@@ -196,6 +215,10 @@ struct verify_options {
   /// Also regenerate every tile from the manifest's model and seed and
   /// compare: catches tiles replaced by other, validly checksummed values.
   bool deep = false;
+  /// deep on an imported store: compare with this source (the file it was
+  /// imported from) instead; without it, deep verification of an imported
+  /// store is refused (invalid_argument), as the generator did not make it.
+  const tensor_source* source = nullptr;
 };
 
 /// Reads every tile of the store and reports every problem: checksum

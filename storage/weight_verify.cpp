@@ -69,6 +69,12 @@ caf::expected<verify_report> verify_weights(const store& s,
                                " holds no weights (run `lockstep weights "
                                "init`)");
   const auto& m = **manifest;
+  if (options.deep && !m.source.empty() && options.source == nullptr)
+    return caf::make_error(
+        errc::invalid_argument,
+        "store " + s.dir().string() + " was imported from " + m.source +
+            ": --deep compares every tile with where it came from; pass "
+            "that file (the generator did not make these weights)");
   bool complete = m.state == init_state::complete;
   verify_report report;
   report.partial = m.partial;
@@ -184,6 +190,10 @@ caf::expected<verify_report> verify_weights(const store& s,
                 " done); run weights init again to resume");
 
   model::weight_generator gen{m.spec, m.seed};
+  auto expected_tile = [&](tensor_id id, const model::shard_range& r) {
+    return options.source != nullptr ? (*options.source)(id, r)
+                                     : gen.generate(id, r);
+  };
   std::string expected;
   err = s.scan(
       column::weights, "", [&](std::string_view key, std::string_view value) {
@@ -248,13 +258,15 @@ caf::expected<verify_report> verify_weights(const store& s,
           uint32_t row0 = k->row_tile * m.tile.rows;
           uint32_t col0 = k->col_tile * m.tile.cols;
           auto want =
-              gen.generate(t.id, {row0, row0 + rows, col0, col0 + cols});
+              expected_tile(t.id, {row0, row0 + rows, col0, col0 + cols});
           if (!want)
             return bad(detail_of(want.error()));
           detail::encode_tile(*k, *want, row0, col0, rows, cols, expected);
           if (expected != value)
-            return bad("differs from the generator's weights (seed " +
-                       std::to_string(m.seed) + ")");
+            return bad(m.source.empty()
+                           ? "differs from the generator's weights (seed " +
+                                 std::to_string(m.seed) + ")"
+                           : "differs from " + m.source);
         }
         return true;
       });

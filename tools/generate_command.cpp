@@ -232,13 +232,18 @@ int run_generate(const generate_options& o) {
                 "has no cluster client)");
 #endif
   }
-  if (o.db.empty() || o.model.empty())
+  if (o.db.empty())
     return fail(exit_bad_input,
-                "generate --reference/--simulate: --db and --model are "
-                "required");
-  auto requested = model::find_preset(o.model);
-  if (!requested)
-    return fail(exit_bad_input, render(requested.error()));
+                "generate --reference/--simulate: --db is required");
+  // --model names a preset the store must hold; without it, the store's
+  // own model (an imported one has no preset).
+  std::optional<model::model_spec> requested;
+  if (!o.model.empty()) {
+    auto preset = model::find_preset(o.model);
+    if (!preset)
+      return fail(exit_bad_input, render(preset.error()));
+    requested = std::move(*preset);
+  }
   model::sampling_params sampling{o.seed, o.temperature, o.top_k, o.top_p};
   if (auto err = model::validate(sampling))
     return fail(exit_bad_input, render(err));
@@ -259,8 +264,9 @@ int run_generate(const generate_options& o) {
   auto ws = storage::weight_store::open(**db);
   if (!ws)
     return fail_with(ws.error());
-  if (auto err = ws->check_model(*requested))
-    return fail(exit_bad_input, render(err));
+  if (requested)
+    if (auto err = ws->check_model(*requested))
+      return fail(exit_bad_input, render(err));
   const auto& spec = ws->spec();
   for (const auto& r : reqs)
     for (auto tok : r.prompt)
@@ -342,7 +348,8 @@ void add_generate_command(CLI::App& app, command_context& ctx) {
   cmd->add_option("--db", opts->db,
                   "weight store directory (--reference, --simulate)");
   cmd->add_option("--model", opts->model,
-                  "model preset (--reference, --simulate)");
+                  "model preset (--reference, --simulate; default: the "
+                  "store's model)");
 #ifdef LOCKSTEP_HAVE_CLUSTER_COMMANDS
   cmd->add_option("--cluster", opts->cluster,
                   "without --reference/--simulate: the head's address "

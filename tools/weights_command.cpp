@@ -1,5 +1,5 @@
-// lockstep weights init | list | verify | inspect: the weight store from the
-// command line (docs/storage.md), and what a GGUF file holds.
+// lockstep weights init | list | verify | import | inspect: the weight store
+// from the command line (docs/storage.md); GGUF files imported and inspected.
 //
 // Exit codes: 0 success; 1 the command ran and found a problem (corrupt or
 // incomplete store, interrupted init, I/O failure); 2 bad input (unknown
@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/progress.hpp"
 #include "model/model_spec.hpp"
+#include "storage/gguf_import.hpp"
 #include "storage/gguf_model.hpp"
 #include "storage/weight_store.hpp"
 
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <optional>
 #include <csignal>
 #include <cstdio>
 
@@ -215,12 +217,37 @@ int run_list(const std::string& db, const std::string& format) {
   return exit_ok;
 }
 
-int run_verify(const std::string& db, const std::string& format, bool deep) {
+int run_verify(const std::string& db, const std::string& format, bool deep,
+               const std::string& gguf_path) {
+  namespace gguf = storage::gguf;
   auto st = open_read_only(db);
   if (!st)
     return fail_with(st.error());
   storage::verify_options options;
   options.deep = deep;
+  // An imported store verifies deeply against the file it came from.
+  std::optional<gguf::gguf_file> file;
+  std::optional<gguf::gguf_model> described;
+  storage::tensor_source source;
+  if (!gguf_path.empty()) {
+    if (!deep)
+      return fail(exit_bad_input, "--gguf goes with --deep");
+    auto ws = storage::weight_store::open(**st);
+    if (!ws)
+      return fail_with(ws.error());
+    auto f = gguf::gguf_file::open(gguf_path);
+    if (!f)
+      return fail_with(f.error());
+    file.emplace(std::move(*f));
+    auto m = gguf::describe_model(*file);
+    if (!m)
+      return fail_with(m.error());
+    described.emplace(std::move(*m));
+    if (auto err = ws->check_model(described->spec))
+      return fail(exit_bad_input, render(err));
+    source = gguf::source_of(*file, *described, ws->spec());
+    options.source = &source;
+  }
   auto report = storage::verify_weights(**st, options);
   if (!report)
     return fail_with(report.error());
@@ -263,6 +290,73 @@ int run_verify(const std::string& db, const std::string& format, bool deep) {
   return fail(exit_problem, "store " + db + " failed verification (" +
                                 std::to_string(report->problems.size()) +
                                 " problem(s))");
+}
+
+struct import_args {
+  std::string gguf;
+  std::string db;
+  std::string dtype;
+  std::string format = "text";
+};
+
+// A llama GGUF into a store (resumable; Ctrl-C stops after the current
+// tensor): the model's shape from the file, values exact (docs/storage.md).
+int run_import(const import_args& a) {
+  namespace gguf = storage::gguf;
+  auto f = gguf::gguf_file::open(a.gguf);
+  if (!f)
+    return fail_with(f.error());
+  auto m = gguf::describe_model(*f);
+  if (!m)
+    return fail_with(m.error());
+  std::optional<model::dtype> dtype;
+  if (!a.dtype.empty()) {
+    auto type = model::parse_dtype(a.dtype);
+    if (!type)
+      return fail(exit_bad_input, "--dtype: " + detail_of(type.error()));
+    dtype = *type;
+  }
+  auto spec = gguf::import_spec(*m, dtype);
+  if (!spec)
+    return fail(exit_bad_input, render(spec.error()));
+  storage::open_options options;
+  options.create_if_missing = true;
+  auto st = storage::store::open(a.db, options);
+  if (!st)
+    return fail_with(st.error());
+  sigint_guard guard;
+  progress_bar bar{"weights import " + spec->name, spec->weight_bytes()};
+  uint64_t shown = 0;
+  auto report = gguf::import_model(**st, *f, *m, *spec,
+                                   [&](const storage::init_progress& p) {
+                                     bar.advance(p.bytes_done - shown);
+                                     shown = p.bytes_done;
+                                     return !interrupted.load();
+                                   });
+  bar.finish();
+  if (!report)
+    return fail_with(report.error());
+  double mb = report->bytes_written / 1e6;
+  if (a.format == "json") {
+    nlohmann::json j = {{"db", a.db},
+                        {"source", gguf::source_name(*f)},
+                        {"model", model::to_json(*spec)},
+                        {"tied_head", m->tied_head},
+                        {"tensors_written", report->tensors_written},
+                        {"tensors_skipped", report->tensors_skipped},
+                        {"bytes_written", report->bytes_written},
+                        {"seconds", report->seconds}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s (%s) imported from %s into %s: %zu tensors written, %zu "
+                "already there; %.1f MB in %.2f s%s\n",
+                spec->name.c_str(), model::to_string(spec->weight_dtype),
+                a.gguf.c_str(), a.db.c_str(), report->tensors_written,
+                report->tensors_skipped, mb, report->seconds,
+                m->tied_head ? " (tied head: lm_head holds the embedding)"
+                             : "");
+  }
+  return exit_ok;
 }
 
 // What a GGUF file holds and how lockstep reads it: the model's shape from
@@ -343,15 +437,33 @@ void add_weights_commands(CLI::App& app, command_context& ctx) {
   auto verify_db = std::make_shared<std::string>();
   auto verify_format = std::make_shared<std::string>("text");
   auto verify_deep = std::make_shared<bool>(false);
+  auto verify_gguf = std::make_shared<std::string>();
   cmd = weights->add_subcommand(
       "verify", "check every tile's checksum and shape; exit 1 on corruption");
   cmd->add_option("--db", *verify_db, "store directory")->required();
   cmd->add_flag("--deep", *verify_deep,
-                "also compare every tile with the generator's weights");
+                "also compare every tile with the generator's weights (an "
+                "imported store: with --gguf FILE's)");
+  cmd->add_option("--gguf", *verify_gguf,
+                  "--deep: the GGUF file an imported store came from");
   add_output_option(*cmd, *verify_format);
-  cmd->callback([verify_db, verify_format, verify_deep, &ctx] {
-    ctx.exit_code = run_verify(*verify_db, *verify_format, *verify_deep);
+  cmd->callback([verify_db, verify_format, verify_deep, verify_gguf, &ctx] {
+    ctx.exit_code =
+        run_verify(*verify_db, *verify_format, *verify_deep, *verify_gguf);
   });
+
+  auto import = std::make_shared<import_args>();
+  cmd = weights->add_subcommand(
+      "import", "a llama GGUF file into a weight store (resumable)");
+  cmd->add_option("--gguf", import->gguf, "a GGUF file (llama architecture)")
+      ->required();
+  cmd->add_option("--db", import->db, "store directory (created if missing)")
+      ->required();
+  cmd->add_option("--dtype", import->dtype,
+                  "store the matrices as f32, f16 or bf16 (default: the "
+                  "file's float type; f32 for quantized files)");
+  add_output_option(*cmd, import->format);
+  cmd->callback([import, &ctx] { ctx.exit_code = run_import(*import); });
 
   auto inspect_file = std::make_shared<std::string>();
   auto inspect_format = std::make_shared<std::string>("text");

@@ -34,6 +34,9 @@ std::string encode_manifest(const weights_manifest& m) {
       {"tile_value_format", tile_value_format},
       {"state", to_string(m.state)},
   };
+  // Generated stores keep their manifest byte for byte as before imports.
+  if (!m.source.empty())
+    j["source"] = m.source;
   if (m.partial) {
     // One object per shard, in the store's canonical order, so a person can
     // read which chips' parts this host holds.
@@ -73,6 +76,8 @@ caf::expected<weights_manifest> decode_manifest(std::string_view text) {
       return bad(detail_of(spec.error()));
     m.spec = std::move(*spec);
     m.seed = j.at("weight_seed").get<uint64_t>();
+    if (j.contains("source"))
+      m.source = j.at("source").get<std::string>();
     m.tile.rows = j.at("tile_rows").get<uint32_t>();
     m.tile.cols = j.at("tile_cols").get<uint32_t>();
     if (m.partial) {

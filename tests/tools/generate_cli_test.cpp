@@ -2,6 +2,7 @@
 // the built binary, pure-JSON output, and the golden tokens of
 // tests/model/reference_engine_test.cpp reproduced through the store.
 
+#include "tests/storage/synthetic_gguf.hpp"
 #include "tests/tools/cli_runner.hpp"
 
 #include <gtest/gtest.h>
@@ -124,6 +125,53 @@ TEST_F(generate_cli, simulate_equals_reference_and_counts_what_the_plan_lists) {
   EXPECT_EQ(sim["bytes_transferred"].get<uint64_t>(),
             prefill * p["prefill"]["transfer_bytes"].get<uint64_t>() +
                 decode * p["decode"]["transfer_bytes"].get<uint64_t>());
+}
+
+// A GGUF of tiny-8's weights (seed 42), imported: the store's own model
+// (no --model) gives the golden run's tokens and logits, in the reference
+// and in the simulated local-8; deep verification compares with the file.
+TEST_F(generate_cli, an_imported_gguf_runs_the_golden_tokens) {
+  auto file = tmp_ / "tiny-8.gguf";
+  ASSERT_FALSE(test::synthetic_llama(*model::find_preset("tiny-8"), false, 42)
+                   .write(file));
+  auto imported = (tmp_ / "imported").string();
+  auto r = run(tmp_, {"weights", "import", "--gguf", file.string(), "--db",
+                      imported, "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["source"], "gguf:tiny-8.gguf");
+  EXPECT_EQ(report["model"]["name"], "tiny-8");
+  auto config =
+      std::string{LOCKSTEP_SOURCE_DIR} + "/cluster_configs/local-8.yaml";
+  for (bool simulate : {false, true}) {
+    std::vector<std::string> a{"generate", "--db", imported, "--prompt-tokens",
+                               "1,2,3", "--max-tokens", "12", "-o", "json"};
+    if (simulate)
+      a.insert(a.begin() + 1, {"--simulate", config});
+    else
+      a.insert(a.begin() + 1, "--reference");
+    r = run(tmp_, a);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["tokens"], (std::vector<int>{194, 840, 637, 475, 840, 269, 194,
+                                             637, 269, 194, 635, 927}))
+        << simulate;
+    EXPECT_EQ(j["logits_sha256"],
+              "c42e40ddc60c1f1ee8ac3b100b1927dac7dd13ed40959bd1d9be7a39f4f22965")
+        << simulate;
+  }
+  r = run(tmp_, {"weights", "verify", "--db", imported, "--deep"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("was imported from gguf:tiny-8.gguf"),
+            std::string::npos)
+      << r.err;
+  r = run(tmp_, {"weights", "verify", "--db", imported, "--deep", "--gguf",
+                 file.string()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  // A --model the store does not hold is an error, not a silent override.
+  r = run(tmp_, {"generate", "--reference", "--db", imported, "--model",
+                 "tiny-64", "--prompt-tokens", "1"});
+  EXPECT_EQ(r.code, 2);
 }
 
 TEST_F(generate_cli, several_prompts_are_several_requests) {

@@ -1,0 +1,88 @@
+#include "storage/gguf_import.hpp"
+
+#include <cstring>
+
+namespace lockstep::storage::gguf {
+
+caf::expected<model::model_spec>
+import_spec(const gguf_model& m, std::optional<model::dtype> dtype) {
+  auto spec = m.spec;
+  if (dtype) {
+    if (*dtype == model::dtype::int8)
+      return caf::make_error(errc::invalid_argument,
+                             "--dtype int8: an import writes f32, f16 or "
+                             "bf16 (int8 quantization of imported weights is "
+                             "not built yet)");
+    spec.weight_dtype = *dtype;
+  }
+  return spec;
+}
+
+std::string source_name(const gguf_file& f) {
+  return "gguf:" + f.path().filename().string();
+}
+
+tensor_source source_of(const gguf_file& f, const gguf_model& m,
+                        const model::model_spec& spec) {
+  return [&f, &m, spec](model::tensor_id id, const model::shard_range& range)
+             -> caf::expected<model::tensor> {
+    const tensor_info* t = nullptr;
+    for (const auto& e : m.tensors)
+      if (e.id == id)
+        t = e.tensor;
+    if (t == nullptr)
+      return caf::make_error(errc::invalid_argument,
+                             "the GGUF model has no tensor " +
+                                 model::to_string(id));
+    auto shape = model::shape_of(spec, id.kind);
+    if (auto err = model::check_shard(shape, range))
+      return err;
+    auto traits = *traits_of(static_cast<uint32_t>(t->type));
+    // One GGUF row is ne[0] = shape.cols elements, whole blocks.
+    uint64_t row_bytes = shape.cols / traits.block_elems * traits.block_bytes;
+    uint32_t rows = range.rows();
+    std::vector<std::byte> raw(row_bytes * rows);
+    if (auto err = f.read_rows(*t, range.row_begin, rows, raw))
+      return err;
+    std::vector<float> values(size_t{shape.cols} * rows);
+    to_f32(t->type, raw, values);
+    auto type = model::dtype_of(spec, id.kind);
+    model::tensor out{shape, type, range};
+    for (uint32_t r = 0; r < rows; ++r) {
+      const float* src = values.data() + size_t{r} * shape.cols +
+                         range.col_begin;
+      auto dst = out.row(r);
+      for (uint32_t c = 0; c < range.cols(); ++c) {
+        switch (type) {
+        case model::dtype::f32:
+          std::memcpy(dst.data() + 4 * size_t{c}, src + c, 4);
+          break;
+        case model::dtype::f16: {
+          uint16_t h = model::f32_to_f16_bits(src[c]);
+          std::memcpy(dst.data() + 2 * size_t{c}, &h, 2);
+          break;
+        }
+        case model::dtype::bf16: {
+          uint16_t h = model::f32_to_bf16_bits(src[c]);
+          std::memcpy(dst.data() + 2 * size_t{c}, &h, 2);
+          break;
+        }
+        case model::dtype::int8:
+          return caf::make_error(errc::invalid_argument,
+                                 "an import writes no int8 tensors");
+        }
+      }
+    }
+    return out;
+  };
+}
+
+caf::expected<init_report> import_model(store& s, const gguf_file& f,
+                                        const gguf_model& m,
+                                        const model::model_spec& spec,
+                                        const init_callback& progress) {
+  auto source = source_of(f, m, spec);
+  return import_weights(s, spec, source_name(f), source, progress);
+}
+
+} // namespace lockstep::storage::gguf
