@@ -215,12 +215,40 @@ caf::error host_actor::ensure_tiles(storage::store& db,
                                     const planner::plan& p, uint64_t seed,
                                     uint64_t& generated) {
   // This host's store holds the tiles of its own chips' shards; a fresh
-  // store gets them generated, bit-identical to `weights init`.
+  // store gets them generated, bit-identical to `weights init`, or, for an
+  // imported model, copied from its store (read by every host at once).
   storage::shard_list mine;
   for (const auto& sh : p.shards)
     if (args_.config.ref(sh.chip).host == args_.rank)
       mine.push_back({sh.tensor, sh.range});
-  auto report = storage::init_weight_shards(db, p.spec, seed, mine);
+  caf::expected<storage::init_report> report{caf::error{}};
+  if (args_.weights.empty()) {
+    report = storage::init_weight_shards(db, p.spec, seed, mine);
+  } else {
+    auto opened = storage::store::open(args_.weights, {.read_only = true});
+    if (!opened)
+      return opened.error();
+    auto src = storage::weight_store::open(**opened);
+    if (!src)
+      return src.error();
+    if (auto err = src->check_model(p.spec))
+      return err;
+    if (src->spec().weight_dtype != p.spec.weight_dtype)
+      return caf::make_error(errc::bad_program,
+                             "the plan's weights are " +
+                                 std::string{model::to_string(
+                                     p.spec.weight_dtype)} +
+                                 ", the store " + args_.weights.string() +
+                                 " holds " +
+                                 model::to_string(src->spec().weight_dtype));
+    const auto& ws = *src;
+    storage::tensor_source source =
+        [&ws](model::tensor_id id, const model::shard_range& r) {
+          return ws.read(id, r);
+        };
+    report = storage::import_weight_shards(db, p.spec, ws.manifest().source,
+                                           source, mine);
+  }
   if (!report)
     return report.error();
   generated = report->bytes_written;

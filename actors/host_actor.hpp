@@ -47,6 +47,7 @@ struct host_args {
   std::string head;  // the coordinator's address
   std::string token; // the cluster token
   std::filesystem::path db;
+  std::filesystem::path weights; // an imported model's store, or empty
   std::string log;          // this host's log file (for status)
   caf::actor coordinator;   // rank 0: the coordinator of this process
   std::atomic<int>* exit_code = nullptr; // the process's, set on failure

@@ -150,7 +150,7 @@ store::open(const std::filesystem::path& dir, const open_options& options) {
   }
   // The owner lock first: a second process must learn who holds the store,
   // before RocksDB's own lock gives it a less helpful error.
-  auto lock = detail::owner_lock::acquire(dir);
+  auto lock = detail::owner_lock::acquire(dir, options.read_only);
   if (!lock)
     return lock.error();
   bool has_db = fs::exists(dir / "CURRENT", ec);

@@ -402,4 +402,17 @@ import_weights(store& s, const model::model_spec& spec,
   return init(s, spec, 0, nullptr, progress, options, source_name, &source);
 }
 
+caf::expected<init_report>
+import_weight_shards(store& s, const model::model_spec& spec,
+                     const std::string& source_name,
+                     const tensor_source& source, const shard_list& shards,
+                     const init_callback& progress,
+                     const init_options& options) {
+  if (source_name.empty())
+    return caf::make_error(errc::invalid_argument,
+                           "import_weight_shards: an import needs a source "
+                           "name");
+  return init(s, spec, 0, &shards, progress, options, source_name, &source);
+}
+
 } // namespace lockstep::storage

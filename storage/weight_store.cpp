@@ -251,4 +251,32 @@ weight_store::verify(const verify_options& options) const {
   return verify_weights(*store_, options);
 }
 
+caf::expected<model::model_spec>
+imported_spec(const std::filesystem::path& dir) {
+  open_options o;
+  o.read_only = true;
+  auto s = store::open(dir, o);
+  if (!s)
+    return s.error();
+  auto m = read_manifest(**s);
+  if (!m)
+    return m.error();
+  if (!*m)
+    return caf::make_error(errc::not_found,
+                           "store " + dir.string() + " holds no weights");
+  const auto& man = **m;
+  if (man.source.empty())
+    return caf::make_error(errc::invalid_argument,
+                           "store " + dir.string() + " holds generated " +
+                               man.spec.name +
+                               " weights, not an import: name the model "
+                               "(--model) instead");
+  if (man.partial || man.state != init_state::complete)
+    return caf::make_error(errc::invalid_argument,
+                           "store " + dir.string() +
+                               " holds an incomplete or partial import of " +
+                               man.spec.name + "; run weights import again");
+  return man.spec;
+}
+
 } // namespace lockstep::storage

@@ -171,6 +171,23 @@ import_weights(store& s, const model::model_spec& spec,
                const init_callback& progress = {},
                const init_options& options = {});
 
+/// import_weights for the tiles covering `shards` only (a host of a
+/// cluster running an imported model): the store becomes partial, as with
+/// init_weight_shards, and records `source_name`.
+caf::expected<init_report>
+import_weight_shards(store& s, const model::model_spec& spec,
+                     const std::string& source_name,
+                     const tensor_source& source, const shard_list& shards,
+                     const init_callback& progress = {},
+                     const init_options& options = {});
+
+/// The model of the imported store at `dir` (opened read-only, closed
+/// again). Errors: not_found, in_use, corrupt, invalid_argument (the store
+/// holds generated weights — name the preset instead — or is partial or
+/// incomplete).
+caf::expected<model::model_spec>
+imported_spec(const std::filesystem::path& dir);
+
 // --- reading -----------------------------------------------------------------
 
 struct tensor_info {

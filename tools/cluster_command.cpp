@@ -9,6 +9,7 @@
 #include "actors/simulation.hpp"
 #include "common/progress.hpp"
 #include "planner/cluster_config.hpp"
+#include "storage/weight_store.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,7 @@ using namespace std::chrono_literals;
 struct up_options {
   std::string config;
   std::string model;
+  std::string weights; // an imported model's store
   std::string dtype;
   uint64_t weight_seed = 42;
   std::string db_root;
@@ -141,6 +143,13 @@ int run_up(const up_options& o) {
     reap(ctx->pids, 0ms);
     remove_context();
   }
+  if (o.model.empty() && o.weights.empty())
+    return fail(exit_bad_input,
+                "up: name the model: --model PRESET, or --weights DIR (an "
+                "imported model's store)");
+  if (!o.weights.empty())
+    if (auto spec = storage::imported_spec(o.weights); !spec)
+      return fail_with(spec.error());
   auto config = planner::load_cluster_config(o.config);
   if (!config)
     return fail_with(config.error());
@@ -167,11 +176,16 @@ int run_up(const up_options& o) {
     auto log = (run_dir / "logs" / ("host-" + std::to_string(rank) + ".log"))
                    .string();
     ctx.logs.push_back(log);
-    return std::vector<std::string>{
+    std::vector<std::string> args{
         daemon,     "--config", ctx.config, "--rank", std::to_string(rank),
         "--db",     (run_dir / ("host-" + std::to_string(rank))).string(),
         "--log",    log, "--inject-send-delay-us",
         std::to_string(o.inject_send_delay_us)};
+    if (!o.weights.empty()) {
+      args.push_back("--weights");
+      args.push_back(fs::absolute(o.weights).string());
+    }
+    return args;
   };
   auto abort_up = [&](const std::string& why) {
     reap(ctx.pids, 3s);
@@ -341,7 +355,11 @@ void add_cluster_commands(CLI::App& app, command_context& ctx) {
   auto* cmd = app.add_subcommand(
       "up", "start every host of a config as processes on this machine");
   cmd->add_option("config", up->config, "cluster config (YAML)")->required();
-  cmd->add_option("--model", up->model, "model preset")->required();
+  cmd->add_option("--model", up->model,
+                  "model preset (or the imported store's model: --weights)");
+  cmd->add_option("--weights", up->weights,
+                  "an imported model's store (weights import --gguf): "
+                  "every host loads its shards from it");
   cmd->add_option("--dtype", up->dtype, "weight dtype (default: the preset's)");
   cmd->add_option("--weight-seed", up->weight_seed,
                   "seed of the generated weights (default 42)");

@@ -17,6 +17,7 @@
 #include "model/fp_env.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/planner.hpp"
+#include "storage/weight_store.hpp"
 
 #include <CLI/CLI.hpp>
 #include <caf/actor_system.hpp>
@@ -52,6 +53,7 @@ struct daemon_options {
   uint64_t slot_us = 0;
   uint32_t max_queue = 64;
   std::string prefill = "idle";
+  std::string weights; // an imported model's store (every rank)
   uint64_t inject_send_delay_us = 0; // tests: late paced sends
 };
 
@@ -111,7 +113,19 @@ int run(daemon_options o) {
 
   if (head.empty()) {
     // The plan: what every host runs. Paced mode plans in the paced slot.
-    auto spec = model::find_preset(o.model);
+    // The model: a preset, or an imported store's own (--weights).
+    caf::expected<model::model_spec> spec{caf::error{}};
+    if (!o.weights.empty()) {
+      auto imported = storage::imported_spec(o.weights);
+      if (!imported)
+        return fail(2, render(imported.error()));
+      spec = std::move(*imported);
+      if (!o.model.empty() && o.model != spec->name)
+        return fail(2, "--model " + o.model + ": the store " + o.weights +
+                           " holds " + spec->name);
+    } else {
+      spec = model::find_preset(o.model);
+    }
     if (!spec)
       return fail(2, render(spec.error()));
     if (!o.dtype.empty()) {
@@ -164,6 +178,7 @@ int run(daemon_options o) {
   h.head = head;
   h.token = o.token;
   h.db = o.db;
+  h.weights = o.weights;
   h.log = o.log;
   h.coordinator = coordinator;
   h.exit_code = &exit_code;
@@ -202,6 +217,9 @@ int main(int argc, char** argv) {
                  "the cluster token (else $LOCKSTEP_CLUSTER_TOKEN)");
   app.add_option("--log", o.log, "where this host logs (shown in status)");
   app.add_option("--model", o.model, "rank 0: model preset");
+  app.add_option("--weights", o.weights,
+                 "an imported model's store (weights import): rank 0 plans "
+                 "its model, every host loads its shards from it");
   app.add_option("--dtype", o.dtype, "rank 0: weight dtype");
   app.add_option("--weight-seed", o.weight_seed,
                  "rank 0: seed of generated weights (default 42)");
@@ -227,7 +245,8 @@ int main(int argc, char** argv) {
       return app.exit(e);
     return fail(2, e.what());
   }
-  if (o.head.empty() && o.model.empty())
-    return fail(2, "--model is needed for the head (rank 0 without --head)");
+  if (o.head.empty() && o.model.empty() && o.weights.empty())
+    return fail(2, "--model (or --weights) is needed for the head (rank 0 "
+                   "without --head)");
   return run(std::move(o));
 }

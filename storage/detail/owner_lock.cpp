@@ -32,13 +32,13 @@ std::string read_pid(int fd) {
 } // namespace
 
 caf::expected<owner_lock>
-owner_lock::acquire(const std::filesystem::path& dir) {
+owner_lock::acquire(const std::filesystem::path& dir, bool shared) {
   auto file = dir / owner_lock_file;
   int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
     return caf::make_error(errc::io_error, sys_error("open " + file.string()));
   owner_lock lock{fd}; // closes fd on every error path below
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  if (::flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK)
       return caf::make_error(errc::in_use, "store " + dir.string() +
                                                " in use by PID " +

@@ -20,9 +20,14 @@ inline constexpr const char* owner_lock_file = "LOCK.owner";
 
 class owner_lock {
 public:
-  /// Takes the lock on `dir` (which must exist) and records our PID.
-  /// Errors: in_use ("store DIR in use by PID n"), io_error.
-  static caf::expected<owner_lock> acquire(const std::filesystem::path& dir);
+  /// Takes the lock on `dir` (which must exist) and records our PID:
+  /// exclusive for a writer, shared for a reader (read-only opens: several
+  /// processes may read one store at once — the hosts of a local cluster
+  /// loading their shards of an imported model — but not while it is
+  /// written). Errors: in_use ("store DIR in use by PID n": a holder's
+  /// PID), io_error.
+  static caf::expected<owner_lock> acquire(const std::filesystem::path& dir,
+                                           bool shared = false);
 
   owner_lock() = default;
   owner_lock(owner_lock&& other) noexcept;

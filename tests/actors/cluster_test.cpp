@@ -8,6 +8,7 @@
 
 #include "model/generation.hpp"
 #include "tests/actors/reference_run.hpp"
+#include "tests/storage/synthetic_gguf.hpp"
 #include "storage/store.hpp"
 #include "storage/weight_store.hpp"
 #include "tests/tools/cli_runner.hpp"
@@ -278,6 +279,40 @@ TEST_F(cluster, an_idle_cluster_does_not_spin) {
   double percent = 100.0 * (total() - before) / wall;
   EXPECT_LT(percent, 10.0) << "idle local-64 used " << percent
                            << "% of one core";
+}
+
+// A GGUF model (tiny-64's shape, other weights, f16) imported into a store
+// runs on local-64 from that store alone (`up --weights`, no --model): its
+// 8 hosts read it at once and load their shards; tokens and logits equal
+// the reference engine's on the same store.
+TEST_F(cluster, an_imported_gguf_model_runs_as_in_the_reference) {
+  auto spec = *model::find_preset("tiny-64");
+  spec.weight_dtype = model::dtype::f16;
+  auto file = tmp_ / "tiny-64.gguf";
+  ASSERT_FALSE(test::synthetic_llama(spec, false, 5).write(file));
+  auto store = (tmp_ / "imported").string();
+  auto r = run(tmp_, {"weights", "import", "--gguf", file.string(), "--db",
+                      store});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::filesystem::remove(file);
+  std::vector<std::string> prompt{"--prompt-tokens", "5,6,7,8", "--max-tokens",
+                                  "6"};
+  std::vector<std::string> ref{"generate", "--reference", "--db", store, "-o",
+                               "json"};
+  ref.insert(ref.end(), prompt.begin(), prompt.end());
+  r = run(tmp_, ref);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto want = nlohmann::json::parse(r.out);
+  r = run(tmp_, {"up", config_path("local-64"), "--weights", store,
+                 "--db-root", (tmp_ / "run").string(), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto got = generate(prompt);
+  EXPECT_EQ(got["tokens"], want["tokens"]);
+  EXPECT_EQ(got["logits_sha256"], want["logits_sha256"]);
+  EXPECT_EQ(status()["dtype"], "f16");
+  // Not tiny-64's generated weights: other logits.
+  auto generated = reference("tiny-64", {0, {5, 6, 7, 8}, 6, {}, 0});
+  EXPECT_NE(got["logits_sha256"], generated.logits_sha256);
 }
 
 TEST_F(cluster, refusals_are_clear_and_nothing_hangs) {

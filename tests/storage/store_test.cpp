@@ -152,6 +152,30 @@ TEST(store, second_process_gets_in_use_naming_our_pid) {
                      std::to_string(::getpid()));
 }
 
+// Readers share a store (the hosts of a local cluster read one imported
+// model at once); a writer still excludes them, and they it.
+TEST(store, readers_share_a_store_and_exclude_a_writer) {
+  temp_dir tmp;
+  auto dir = tmp / "db";
+  ASSERT_TRUE(create(dir)); // made, then closed
+  open_options ro;
+  ro.read_only = true;
+  auto reader = store::open(dir, ro);
+  ASSERT_TRUE(reader) << render(reader.error());
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    open_options also_ro;
+    also_ro.read_only = true;
+    auto other = store::open(dir, also_ro); // a second reader: fine
+    auto writer = store::open(dir, {});     // a writer: in use
+    ::_exit(other && !writer && writer.error() == errc::in_use ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 TEST(store, lock_is_released_on_close_and_held_within_a_process) {
   temp_dir tmp;
   auto dir = tmp / "db";
