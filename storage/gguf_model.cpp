@@ -81,8 +81,13 @@ private:
   const gguf_file& f_;
 };
 
-// llama.cpp's name of one of lockstep's tensors.
-std::string gguf_name(const model::tensor_id& id) {
+uint32_t narrow(uint64_t v) {
+  return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v);
+}
+
+} // namespace
+
+std::string gguf_tensor_name(const model::tensor_id& id) {
   auto blk = [&](const char* what) {
     return "blk." + std::to_string(id.layer) + "." + what + ".weight";
   };
@@ -114,12 +119,6 @@ std::string gguf_name(const model::tensor_id& id) {
   }
   return "?";
 }
-
-uint32_t narrow(uint64_t v) {
-  return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v);
-}
-
-} // namespace
 
 caf::expected<gguf_model> describe_model(const gguf_file& f) {
   describer d{f};
@@ -225,7 +224,7 @@ caf::expected<gguf_model> describe_model(const gguf_file& f) {
   std::set<ggml_type> matrix_types;
   for (auto id : model::all_tensors(spec)) {
     auto shape = model::shape_of(spec, id.kind);
-    std::string n = gguf_name(id);
+    std::string n = gguf_tensor_name(id);
     if (id.kind == tensor_kind::lm_head && m.tied_head)
       n = "token_embd.weight";
     std::vector<uint64_t> ne = model::is_norm(id.kind)

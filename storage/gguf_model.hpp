@@ -46,6 +46,9 @@ struct gguf_model {
   uint64_t vocabulary_tokens = 0;
 };
 
+/// llama.cpp's name of one of lockstep's tensors ("blk.3.attn_q.weight").
+std::string gguf_tensor_name(const model::tensor_id& id);
+
 /// Describes `f` as a llama-architecture model. Errors: invalid_file
 /// naming the file and the key or tensor: another architecture, a missing
 /// or mistyped key, a dimension that is not a multiple of the 64-element

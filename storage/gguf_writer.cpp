@@ -3,6 +3,7 @@
 #include <cassert>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <system_error>
 
 namespace lockstep::storage::gguf {
@@ -29,7 +30,6 @@ public:
     b_.resize((b_.size() + alignment - 1) / alignment * alignment,
               std::byte{0});
   }
-  void raw(const std::vector<std::byte>& v) { append(v.data(), v.size()); }
   void payload(const value& v) {
     switch (v.type) {
     case value_type::u8:
@@ -139,10 +139,22 @@ void gguf_writer::set_strings(const std::string& key,
 void gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne,
                              ggml_type type, std::vector<std::byte> data) {
   assert(data.size() == tensor_bytes(ne, type));
-  tensors_.push_back({std::move(name), std::move(ne), type, std::move(data)});
+  auto held = std::make_shared<std::vector<std::byte>>(std::move(data));
+  add_tensor(std::move(name), std::move(ne), type,
+             [held](std::span<std::byte> out) -> caf::error {
+               std::memcpy(out.data(), held->data(), held->size());
+               return {};
+             });
 }
 
-std::vector<std::byte> gguf_writer::bytes() const {
+void gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne,
+                             ggml_type type, filler fill) {
+  auto bytes = tensor_bytes(ne, type);
+  tensors_.push_back(
+      {std::move(name), std::move(ne), type, bytes, std::move(fill)});
+}
+
+std::vector<std::byte> gguf_writer::head() const {
   out_bytes o;
   o.scalar<uint32_t>(0x46554747u); // "GGUF"
   o.scalar<uint32_t>(3);
@@ -161,14 +173,23 @@ std::vector<std::byte> gguf_writer::bytes() const {
       o.scalar<uint64_t>(d);
     o.scalar<uint32_t>(static_cast<uint32_t>(t.type));
     o.scalar<uint64_t>(offset);
-    offset += (t.data.size() + alignment_ - 1) / alignment_ * alignment_;
+    offset += (t.bytes + alignment_ - 1) / alignment_ * alignment_;
   }
   o.pad(alignment_);
-  for (const auto& t : tensors_) {
-    o.raw(t.data);
-    o.pad(alignment_);
-  }
   return o.take();
+}
+
+std::vector<std::byte> gguf_writer::bytes() const {
+  auto out = head();
+  for (const auto& t : tensors_) {
+    size_t at = out.size();
+    out.resize(at + (t.bytes + alignment_ - 1) / alignment_ * alignment_,
+               std::byte{0});
+    [[maybe_unused]] auto err =
+        t.fill(std::span<std::byte>{out.data() + at, t.bytes});
+    assert(!err);
+  }
+  return out;
 }
 
 caf::error gguf_writer::write(const std::filesystem::path& path) const {
@@ -176,9 +197,27 @@ caf::error gguf_writer::write(const std::filesystem::path& path) const {
   tmp += ".partial";
   {
     std::ofstream out{tmp, std::ios::binary | std::ios::trunc};
-    auto b = bytes();
-    out.write(reinterpret_cast<const char*>(b.data()),
-              static_cast<std::streamsize>(b.size()));
+    auto put = [&](const std::byte* p, size_t n) {
+      out.write(reinterpret_cast<const char*>(p),
+                static_cast<std::streamsize>(n));
+    };
+    auto h = head();
+    put(h.data(), h.size());
+    std::vector<std::byte> buf;
+    for (const auto& t : tensors_) {
+      // Data and its padding: one tensor in memory at a time.
+      buf.assign((t.bytes + alignment_ - 1) / alignment_ * alignment_,
+                 std::byte{0});
+      if (auto err = t.fill(std::span<std::byte>{buf.data(), t.bytes})) {
+        out.close();
+        std::error_code ec;
+        std::filesystem::remove(tmp, ec);
+        return err;
+      }
+      put(buf.data(), buf.size());
+      if (!out)
+        break;
+    }
     out.flush();
     if (!out)
       return caf::make_error(errc::io_error,

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,11 +40,20 @@ public:
   void add_tensor(std::string name, std::vector<uint64_t> ne, ggml_type type,
                   std::vector<std::byte> data);
 
+  /// Fills a tensor's data (exactly its size) when the file is written:
+  /// one tensor in memory at a time, whatever the model's size.
+  using filler = std::function<caf::error(std::span<std::byte> out)>;
+  /// Adds a tensor whose data `fill` produces at write time.
+  /// REQUIRES: as add_tensor.
+  void add_tensor(std::string name, std::vector<uint64_t> ne, ggml_type type,
+                  filler fill);
+
   /// Writes the file (to a temporary name, renamed when complete: a
-  /// reader never sees half a file). Errors: io_error naming the path.
+  /// reader never sees half a file), tensor by tensor. Errors: io_error
+  /// naming the path; a filler's error.
   caf::error write(const std::filesystem::path& path) const;
 
-  /// The file's bytes (tests mutate them).
+  /// The file's bytes (tests mutate them). REQUIRES: fillers succeed.
   std::vector<std::byte> bytes() const;
 
 private:
@@ -53,8 +63,11 @@ private:
     std::string name;
     std::vector<uint64_t> ne;
     ggml_type type;
-    std::vector<std::byte> data;
+    uint64_t bytes;
+    filler fill;
   };
+  // Header, metadata and tensor infos, padded to the alignment.
+  std::vector<std::byte> head() const;
   std::vector<pending> tensors_;
 };
 

@@ -1,5 +1,6 @@
-// lockstep weights init | list | verify | import | inspect: the weight store
-// from the command line (docs/storage.md); GGUF files imported and inspected.
+// lockstep weights init | list | verify | import | export | inspect: the
+// weight store from the command line (docs/storage.md); GGUF files imported,
+// exported and inspected.
 //
 // Exit codes: 0 success; 1 the command ran and found a problem (corrupt or
 // incomplete store, interrupted init, I/O failure); 2 bad input (unknown
@@ -11,6 +12,7 @@
 #include "common/error.hpp"
 #include "common/progress.hpp"
 #include "model/model_spec.hpp"
+#include "storage/gguf_export.hpp"
 #include "storage/gguf_import.hpp"
 #include "storage/gguf_model.hpp"
 #include "storage/weight_store.hpp"
@@ -359,6 +361,43 @@ int run_import(const import_args& a) {
   return exit_ok;
 }
 
+// A store as a llama GGUF (docs/storage.md): f32/f16/bf16 as they are,
+// int8 as F32 (said on stderr), a made-up vocabulary.
+int run_export(const std::string& db, const std::string& path,
+               const std::string& format) {
+  auto st = open_read_only(db);
+  if (!st)
+    return fail_with(st.error());
+  auto ws = storage::weight_store::open(**st);
+  if (!ws)
+    return fail_with(ws.error());
+  auto report = storage::gguf::export_model(*ws, path);
+  if (!report)
+    return fail_with(report.error());
+  if (report->int8_as_f32)
+    std::fprintf(stderr,
+                 "lockstep: %s is int8 (one scale per row), which GGUF has no "
+                 "twin for: its values are written as F32\n",
+                 db.c_str());
+  if (format == "json") {
+    nlohmann::json j = {{"db", db},
+                        {"gguf", path},
+                        {"model", model::to_json(ws->spec())},
+                        {"tensors", report->tensors},
+                        {"file_bytes", report->file_bytes},
+                        {"int8_as_f32", report->int8_as_f32},
+                        {"made_up_vocabulary", report->made_up_vocabulary},
+                        {"seconds", report->seconds}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s exported to %s: %zu tensors, %.1f MB in %.2f s%s\n",
+                ws->spec().name.c_str(), path.c_str(), report->tensors,
+                report->file_bytes / 1e6, report->seconds,
+                report->made_up_vocabulary ? " (made-up vocabulary)" : "");
+  }
+  return exit_ok;
+}
+
 // What a GGUF file holds and how lockstep reads it: the model's shape from
 // its metadata (checked against every tensor), the tensor types, a tied
 // head, the tensors it would not use. Exit 2 when it is not a llama model
@@ -464,6 +503,19 @@ void add_weights_commands(CLI::App& app, command_context& ctx) {
                   "file's float type; f32 for quantized files)");
   add_output_option(*cmd, import->format);
   cmd->callback([import, &ctx] { ctx.exit_code = run_import(*import); });
+
+  auto export_db = std::make_shared<std::string>();
+  auto export_file = std::make_shared<std::string>();
+  auto export_format = std::make_shared<std::string>("text");
+  cmd = weights->add_subcommand(
+      "export", "a weight store as a llama GGUF file that llama.cpp loads");
+  cmd->add_option("--gguf", *export_file, "the GGUF file to write")
+      ->required();
+  cmd->add_option("--db", *export_db, "store directory")->required();
+  add_output_option(*cmd, *export_format);
+  cmd->callback([export_db, export_file, export_format, &ctx] {
+    ctx.exit_code = run_export(*export_db, *export_file, *export_format);
+  });
 
   auto inspect_file = std::make_shared<std::string>();
   auto inspect_format = std::make_shared<std::string>("text");

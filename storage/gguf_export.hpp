@@ -1,0 +1,38 @@
+#pragma once
+
+// `weights export --gguf`: any weight store (generated or imported) as a
+// llama GGUF that llama.cpp's loader takes — metadata as its `llama`
+// architecture reads it, llama.cpp's tensor names, GGUF's dimension order
+// (a [rows x cols] matrix is ne [cols, rows]: the same bytes) — written
+// tensor by tensor. f32, f16 and bf16 tensors keep their type and bits, so
+// import(export(store)) is the same store, tile for tile. int8 (one scale
+// per row) has no GGUF twin: its values are written as F32 (exactly the
+// f32 values lockstep computes with). The store keeps no vocabulary yet,
+// so the file gets a made-up SentencePiece-style one of the model's size
+// (<unk>, <s>, </s>, 256 byte tokens, then "▁tN"): token ids stay the
+// interface.
+
+#include "storage/weight_store.hpp"
+
+#include <caf/expected.hpp>
+
+#include <filesystem>
+
+namespace lockstep::storage::gguf {
+
+struct export_report {
+  size_t tensors = 0;
+  uint64_t file_bytes = 0;
+  bool int8_as_f32 = false;       // an int8 store, written as F32
+  bool made_up_vocabulary = true; // the store held none
+  double seconds = 0;
+};
+
+/// Writes `ws`'s model to `path` (atomically: a temporary file renamed).
+/// REQUIRES: a complete, full store (a partial one lacks tensors).
+/// Errors: invalid_argument (a partial or incomplete store), io_error,
+/// a tile's read error.
+caf::expected<export_report> export_model(const weight_store& ws,
+                                          const std::filesystem::path& path);
+
+} // namespace lockstep::storage::gguf

@@ -1,0 +1,131 @@
+// A store as a llama GGUF (storage/gguf_export.hpp): what import reads back
+// is the same store, tile for tile, for f32, f16 and bf16; int8 comes back
+// as its exact f32 values; the file carries what llama.cpp's loader reads.
+
+#include "storage/gguf_export.hpp"
+#include "storage/gguf_import.hpp"
+#include "tests/storage/temp_dir.hpp"
+#include "tests/storage/weight_fixture.hpp"
+
+#include <gtest/gtest.h>
+
+namespace lockstep::storage::gguf {
+namespace {
+
+// Exports a generated tiny-8 store of `type`, imports the file into another
+// store; returns both (generated, imported) and the file.
+struct round_trip {
+  test::temp_dir dir;
+  std::unique_ptr<store> generated, imported;
+  std::filesystem::path file = dir / "tiny-8.gguf";
+  export_report exported;
+
+  explicit round_trip(model::dtype type) {
+    auto spec = *model::find_preset("tiny-8");
+    spec.weight_dtype = type;
+    generated = test::open_store(dir / "generated");
+    EXPECT_TRUE(init_weights(*generated, spec, 3));
+    auto ws = weight_store::open(*generated);
+    EXPECT_TRUE(ws);
+    auto r = export_model(*ws, file);
+    EXPECT_TRUE(r) << render(r.error());
+    if (r)
+      exported = *r;
+    auto f = gguf_file::open(file);
+    EXPECT_TRUE(f) << render(f.error());
+    auto m = describe_model(*f);
+    EXPECT_TRUE(m) << render(m.error());
+    imported = test::open_store(dir / "imported");
+    auto s = import_spec(*m, std::nullopt);
+    EXPECT_TRUE(s);
+    EXPECT_TRUE(import_model(*imported, *f, *m, *s));
+  }
+};
+
+TEST(gguf_export, import_of_export_is_the_same_store_for_float_types) {
+  for (auto type : {model::dtype::f32, model::dtype::f16, model::dtype::bf16}) {
+    round_trip t{type};
+    EXPECT_FALSE(t.exported.int8_as_f32);
+    EXPECT_EQ(t.exported.tensors, model::all_tensors(
+                                      *model::find_preset("tiny-8"))
+                                      .size());
+    auto a = weight_store::open(*t.generated);
+    auto b = weight_store::open(*t.imported);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(b->spec(), a->spec()) << model::to_string(type);
+    EXPECT_TRUE(test::content(*t.generated, {column::weights}) ==
+                test::content(*t.imported, {column::weights}))
+        << model::to_string(type) << ": the tiles differ";
+  }
+}
+
+TEST(gguf_export, int8_is_written_as_its_f32_values) {
+  round_trip t{model::dtype::int8};
+  EXPECT_TRUE(t.exported.int8_as_f32);
+  auto a = weight_store::open(*t.generated);
+  auto b = weight_store::open(*t.imported);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(b->spec().weight_dtype, model::dtype::f32);
+  for (auto id : model::all_tensors(a->spec())) {
+    auto x = a->read(id);
+    auto y = b->read(id);
+    ASSERT_TRUE(x && y);
+    auto shape = model::shape_of(a->spec(), id.kind);
+    std::vector<float> u(shape.cols), v(shape.cols);
+    for (uint32_t r = 0; r < shape.rows; r += 97) {
+      x->to_f32(r, 0, shape.cols, u.data());
+      y->to_f32(r, 0, shape.cols, v.data());
+      ASSERT_EQ(0, std::memcmp(u.data(), v.data(), u.size() * 4))
+          << model::to_string(id) << " row " << r;
+    }
+  }
+}
+
+TEST(gguf_export, the_file_carries_what_llama_cpp_reads) {
+  round_trip t{model::dtype::f16};
+  auto f = gguf_file::open(t.file);
+  ASSERT_TRUE(f);
+  auto key = [&](const std::string& k) {
+    const auto* v = f->find(k);
+    EXPECT_NE(v, nullptr) << k;
+    return v != nullptr ? *v : value{};
+  };
+  EXPECT_EQ(key("general.architecture").s, "llama");
+  EXPECT_EQ(key("llama.rope.dimension_count").u, 64u);
+  EXPECT_EQ(key("tokenizer.ggml.model").s, "llama");
+  auto tokens = key("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.items.size(), 1024u);
+  EXPECT_EQ(tokens.items[1].s, "<s>");
+  EXPECT_EQ(tokens.items[3].s, "<0x00>");
+  EXPECT_EQ(key("tokenizer.ggml.scores").items.size(), 1024u);
+  auto types = key("tokenizer.ggml.token_type");
+  ASSERT_EQ(types.items.size(), 1024u);
+  EXPECT_EQ(types.items[0].i, 2); // unknown
+  EXPECT_EQ(types.items[1].i, 3); // control
+  EXPECT_EQ(types.items[3].i, 6); // byte
+  EXPECT_EQ(types.items[500].i, 1);
+  EXPECT_EQ(key("tokenizer.ggml.bos_token_id").u, 1u);
+  EXPECT_EQ(key("tokenizer.ggml.eos_token_id").u, 2u);
+  EXPECT_EQ(f->tensor("blk.0.attn_q.weight")->type, ggml_type::f16);
+  EXPECT_EQ(f->tensor("blk.0.attn_norm.weight")->type, ggml_type::f32);
+  EXPECT_EQ(f->tensor("output.weight")->ne,
+            (std::vector<uint64_t>{256, 1024}));
+}
+
+TEST(gguf_export, a_partial_store_is_refused) {
+  test::temp_dir dir;
+  auto s = test::open_store(dir / "db");
+  auto spec = *model::find_preset("tiny-8");
+  ASSERT_TRUE(init_weight_shards(
+      *s, spec, 3,
+      {{{0, model::tensor_kind::wq}, {0, 64, 0, 256}}}));
+  auto ws = weight_store::open(*s);
+  ASSERT_TRUE(ws);
+  auto r = export_model(*ws, dir / "x.gguf");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), static_cast<uint8_t>(errc::invalid_argument));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.gguf"));
+}
+
+} // namespace
+} // namespace lockstep::storage::gguf
