@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps configure build test tsan demo bench clean format
+.PHONY: all deps configure build test tsan demo bench clean format check-llamacpp
 
 all: build
 
@@ -36,6 +36,11 @@ tsan: deps
 
 demo: build
 	scripts/demo.sh $(BUILD_DIR)
+
+# GGUF export/import against llama.cpp itself (Node.js >= 20, npm registry):
+# its own step, not part of `make test` (docs/storage.md, "GGUF files").
+check-llamacpp: build
+	scripts/check-llamacpp.sh $(BUILD_DIR)
 
 bench: build
 	$(BUILD_DIR)/bin/lockstep-bench kernels
