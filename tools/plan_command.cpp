@@ -7,6 +7,7 @@
 #include "planner/plan_codec.hpp"
 #include "planner/planner.hpp"
 #include "planner/trace.hpp"
+#include "storage/weight_store.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,7 @@ namespace {
 struct plan_cli_options {
   std::string config;
   std::string model;
+  std::string weights;
   uint32_t batch = 1;
   uint32_t context = 0;
   std::string dtype;
@@ -159,7 +161,13 @@ int run_plan(const plan_cli_options& o) {
   auto config = planner::load_cluster_config(o.config);
   if (!config)
     return fail_with(config.error());
-  auto spec = model::find_preset(o.model);
+  // The model: a preset, or an imported store's own (--weights).
+  if (o.model.empty() == o.weights.empty())
+    return fail(exit_bad_input,
+                "plan: name the model with --model PRESET or --weights DIR "
+                "(an imported model's store), one of them");
+  auto spec = o.weights.empty() ? model::find_preset(o.model)
+                                : storage::imported_spec(o.weights);
   if (!spec)
     return fail_with(spec.error());
   if (!o.dtype.empty()) {
@@ -372,7 +380,10 @@ void add_plan_command(CLI::App& app, command_context& ctx) {
   auto o = std::make_shared<plan_cli_options>();
   auto* cmd = app.add_subcommand("plan", "compile a plan for a cluster");
   cmd->add_option("config", o->config, "cluster config (YAML)")->required();
-  cmd->add_option("--model", o->model, "model preset")->required();
+  cmd->add_option("--model", o->model, "model preset");
+  cmd->add_option("--weights", o->weights,
+                  "an imported model's store (weights import --gguf): plan "
+                  "its model");
   cmd->add_option("--batch", o->batch, "sequences per step")
       ->check(CLI::Range(1u, 4096u));
   cmd->add_option("--context", o->context,

@@ -74,6 +74,34 @@ TEST(plan_cli, sweep_batch_finds_the_largest_batch_that_fits) {
   EXPECT_EQ(r.code, 2);
 }
 
+// --weights: the model of an imported store (no preset named), the same
+// plan as the preset's when the store holds that shape; a generated store
+// is not an import.
+TEST(plan_cli, plans_an_imported_stores_model) {
+  temp_dir tmp;
+  auto gen = (tmp / "gen").string(), imp = (tmp / "imp").string();
+  auto file = (tmp / "tiny-8.gguf").string();
+  ASSERT_EQ(run(tmp, {"weights", "init", "--model", "tiny-8", "--weight-seed",
+                      "1", "--db", gen}).code, 0);
+  ASSERT_EQ(run(tmp, {"weights", "export", "--db", gen, "--gguf", file}).code,
+            0);
+  ASSERT_EQ(run(tmp, {"weights", "import", "--gguf", file, "--db", imp}).code,
+            0);
+  auto r = run(tmp, {"plan", config("local-8"), "--weights", imp, "-o",
+                     "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto preset = run(tmp, {"plan", config("local-8"), "--model", "tiny-8",
+                          "-o", "json"});
+  ASSERT_EQ(preset.code, 0) << preset.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["plan_hash"],
+            nlohmann::json::parse(preset.out)["plan_hash"]);
+  r = run(tmp, {"plan", config("local-8"), "--weights", gen});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("not an import"), std::string::npos) << r.err;
+  r = run(tmp, {"plan", config("local-8")});
+  EXPECT_EQ(r.code, 2);
+}
+
 TEST(plan_cli, bad_input_is_one_line_and_exit_code_2) {
   temp_dir tmp;
   auto bad_yaml = (tmp / "bad.yaml").string();
