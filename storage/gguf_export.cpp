@@ -1,6 +1,7 @@
 #include "storage/gguf_export.hpp"
 
 #include "storage/gguf_model.hpp"
+#include "storage/gguf_vocabulary.hpp"
 #include "storage/gguf_writer.hpp"
 
 #include <chrono>
@@ -77,7 +78,8 @@ void made_up_vocabulary(gguf_writer& w, uint32_t n) {
 
 } // namespace
 
-caf::expected<export_report> export_model(const weight_store& ws,
+caf::expected<export_report> export_model(const store& s,
+                                          const weight_store& ws,
                                           const std::filesystem::path& path) {
   auto t0 = std::chrono::steady_clock::now();
   const auto& m = ws.manifest();
@@ -102,8 +104,17 @@ caf::expected<export_report> export_model(const weight_store& ws,
   w.set_f32("llama.rope.freq_base", static_cast<float>(spec.rope_theta));
   w.set_f32("llama.attention.layer_norm_rms_epsilon", spec.rms_eps);
   w.set_u32("llama.vocab_size", spec.vocab);
-  made_up_vocabulary(w, spec.vocab);
   export_report report;
+  auto kept = stored_vocabulary(s);
+  if (!kept)
+    return kept.error();
+  if (*kept && !(*kept)->empty()) {
+    for (const auto& [key, v] : **kept)
+      w.set(key, v);
+    report.made_up_vocabulary = false;
+  } else {
+    made_up_vocabulary(w, spec.vocab);
+  }
   for (auto id : model::all_tensors(spec)) {
     auto shape = model::shape_of(spec, id.kind);
     auto type = model::dtype_of(spec, id.kind);

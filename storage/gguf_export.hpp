@@ -7,10 +7,11 @@
 // tensor by tensor. f32, f16 and bf16 tensors keep their type and bits, so
 // import(export(store)) is the same store, tile for tile. int8 (one scale
 // per row) has no GGUF twin: its values are written as F32 (exactly the
-// f32 values lockstep computes with). The store keeps no vocabulary yet,
-// so the file gets a made-up SentencePiece-style one of the model's size
-// (<unk>, <s>, </s>, 256 byte tokens, then "▁tN"): token ids stay the
-// interface.
+// f32 values lockstep computes with). An imported store's vocabulary (its
+// file's tokenizer.* metadata) is written back as it was; a generated
+// store has none, so the file gets a made-up SentencePiece-style one of
+// the model's size (<unk>, <s>, </s>, 256 byte tokens, then "▁tN"): token
+// ids stay the interface.
 
 #include "storage/weight_store.hpp"
 
@@ -28,11 +29,12 @@ struct export_report {
   double seconds = 0;
 };
 
-/// Writes `ws`'s model to `path` (atomically: a temporary file renamed).
+/// Writes `ws`'s model (read from `s`) to `path` (atomically: a temporary file renamed).
 /// REQUIRES: a complete, full store (a partial one lacks tensors).
 /// Errors: invalid_argument (a partial or incomplete store), io_error,
 /// a tile's read error.
-caf::expected<export_report> export_model(const weight_store& ws,
+caf::expected<export_report> export_model(const store& s,
+                                          const weight_store& ws,
                                           const std::filesystem::path& path);
 
 } // namespace lockstep::storage::gguf

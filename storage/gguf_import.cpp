@@ -1,5 +1,7 @@
 #include "storage/gguf_import.hpp"
 
+#include "storage/gguf_vocabulary.hpp"
+
 #include <cstring>
 
 namespace lockstep::storage::gguf {
@@ -82,7 +84,13 @@ caf::expected<init_report> import_model(store& s, const gguf_file& f,
                                         const model::model_spec& spec,
                                         const init_callback& progress) {
   auto source = source_of(f, m, spec);
-  return import_weights(s, spec, source_name(f), source, progress);
+  auto report = import_weights(s, spec, source_name(f), source, progress);
+  if (!report)
+    return report;
+  // The vocabulary, for serving text later and for export.
+  if (auto err = store_vocabulary(s, vocabulary_of(f)))
+    return err;
+  return report;
 }
 
 } // namespace lockstep::storage::gguf

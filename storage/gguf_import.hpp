@@ -32,8 +32,9 @@ tensor_source source_of(const gguf_file& f, const gguf_model& m,
 /// "gguf:<file name>": what the store's manifest records as its source.
 std::string source_name(const gguf_file& f);
 
-/// Imports `m` (described from `f`) into `s` as `spec` (import_spec).
-/// Errors: as import_weights.
+/// Imports `m` (described from `f`) into `s` as `spec` (import_spec), and
+/// keeps the file's vocabulary (gguf_vocabulary.hpp). Errors: as
+/// import_weights.
 caf::expected<init_report> import_model(store& s, const gguf_file& f,
                                         const gguf_model& m,
                                         const model::model_spec& spec,

@@ -371,7 +371,7 @@ int run_export(const std::string& db, const std::string& path,
   auto ws = storage::weight_store::open(**st);
   if (!ws)
     return fail_with(ws.error());
-  auto report = storage::gguf::export_model(*ws, path);
+  auto report = storage::gguf::export_model(**st, *ws, path);
   if (!report)
     return fail_with(report.error());
   if (report->int8_as_f32)

@@ -13,6 +13,10 @@ inline constexpr std::string_view format_version_key = "store.format_version";
 /// The weights manifest, JSON (weight_store.hpp, docs/storage.md).
 inline constexpr std::string_view manifest_key = "weights.manifest";
 
+/// An imported model's vocabulary: its GGUF file's `tokenizer.*` metadata,
+/// JSON with each value's GGUF type (storage/gguf_vocabulary.hpp).
+inline constexpr std::string_view vocabulary_key = "weights.vocabulary";
+
 /// Prefix of the per-tensor "done" markers of `weights init`; the tensor id
 /// ("l3.wq", "lm_head") follows.
 inline constexpr std::string_view done_prefix = "weights.done.";

@@ -4,10 +4,13 @@
 
 #include "storage/gguf_export.hpp"
 #include "storage/gguf_import.hpp"
+#include "tests/storage/synthetic_gguf.hpp"
 #include "tests/storage/temp_dir.hpp"
 #include "tests/storage/weight_fixture.hpp"
 
 #include <gtest/gtest.h>
+
+#include <functional>
 
 namespace lockstep::storage::gguf {
 namespace {
@@ -27,7 +30,7 @@ struct round_trip {
     EXPECT_TRUE(init_weights(*generated, spec, 3));
     auto ws = weight_store::open(*generated);
     EXPECT_TRUE(ws);
-    auto r = export_model(*ws, file);
+    auto r = export_model(*generated, *ws, file);
     EXPECT_TRUE(r) << render(r.error());
     if (r)
       exported = *r;
@@ -112,6 +115,78 @@ TEST(gguf_export, the_file_carries_what_llama_cpp_reads) {
             (std::vector<uint64_t>{256, 1024}));
 }
 
+// An imported vocabulary is kept in the store and written back, every key
+// with its type and value.
+TEST(gguf_export, an_imported_vocabulary_survives_the_round_trip) {
+  test::temp_dir dir;
+  auto spec = *model::find_preset("tiny-8");
+  auto w = test::synthetic_llama(spec);
+  std::vector<std::string> tokens;
+  value scores, types;
+  scores.type = types.type = value_type::array;
+  scores.element = value_type::f32;
+  types.element = value_type::i32;
+  for (uint32_t i = 0; i < spec.vocab; ++i) {
+    tokens.push_back(i == 5 ? "\xC3\xA9t\xC3\xA9" : "tok" + std::to_string(i));
+    value sc, ty;
+    sc.type = value_type::f32;
+    sc.f = -0.25 * i;
+    ty.type = value_type::i32;
+    ty.i = i < 3 ? 3 : 1;
+    scores.items.push_back(sc);
+    types.items.push_back(ty);
+  }
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string("tokenizer.ggml.pre", "llama-bpe");
+  w.set_strings("tokenizer.ggml.tokens", tokens);
+  w.set("tokenizer.ggml.scores", scores);
+  w.set("tokenizer.ggml.token_type", types);
+  w.set_strings("tokenizer.ggml.merges", {"t o", "to k"});
+  w.set_u32("tokenizer.ggml.bos_token_id", 1);
+  value yes;
+  yes.type = value_type::boolean;
+  yes.u = 1;
+  w.set("tokenizer.ggml.add_bos_token", yes);
+  w.set_string("tokenizer.chat_template", "{{ messages }}");
+  auto in = dir / "in.gguf";
+  ASSERT_FALSE(w.write(in));
+  auto f = gguf_file::open(in);
+  ASSERT_TRUE(f);
+  auto m = describe_model(*f);
+  ASSERT_TRUE(m) << render(m.error());
+  auto s = test::open_store(dir / "db");
+  ASSERT_TRUE(import_model(*s, *f, *m, m->spec));
+  auto ws = weight_store::open(*s);
+  ASSERT_TRUE(ws);
+  auto out = dir / "out.gguf";
+  auto r = export_model(*s, *ws, out);
+  ASSERT_TRUE(r) << render(r.error());
+  EXPECT_FALSE(r->made_up_vocabulary);
+  auto g = gguf_file::open(out);
+  ASSERT_TRUE(g);
+  size_t keys = 0;
+  std::function<void(const value&, const value&, const std::string&)> same =
+      [&](const value& a, const value& b, const std::string& where) {
+        ASSERT_EQ(a.type, b.type) << where;
+        EXPECT_EQ(a.u, b.u) << where;
+        EXPECT_EQ(a.i, b.i) << where;
+        EXPECT_EQ(a.f, b.f) << where;
+        EXPECT_EQ(a.s, b.s) << where;
+        ASSERT_EQ(a.items.size(), b.items.size()) << where;
+        for (size_t i = 0; i < a.items.size(); ++i)
+          same(a.items[i], b.items[i], where + "[" + std::to_string(i) + "]");
+      };
+  for (const auto& [key, v] : f->metadata()) {
+    if (key.rfind("tokenizer.", 0) != 0)
+      continue;
+    ++keys;
+    const auto* back = g->find(key);
+    ASSERT_NE(back, nullptr) << key;
+    same(v, *back, key);
+  }
+  EXPECT_EQ(keys, 9u);
+}
+
 TEST(gguf_export, a_partial_store_is_refused) {
   test::temp_dir dir;
   auto s = test::open_store(dir / "db");
@@ -121,7 +196,7 @@ TEST(gguf_export, a_partial_store_is_refused) {
       {{{0, model::tensor_kind::wq}, {0, 64, 0, 256}}}));
   auto ws = weight_store::open(*s);
   ASSERT_TRUE(ws);
-  auto r = export_model(*ws, dir / "x.gguf");
+  auto r = export_model(*s, *ws, dir / "x.gguf");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), static_cast<uint8_t>(errc::invalid_argument));
   EXPECT_FALSE(std::filesystem::exists(dir / "x.gguf"));
