@@ -2,6 +2,8 @@
 
 #include "storage/gguf_vocabulary.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace lockstep::storage::gguf {
@@ -9,14 +11,8 @@ namespace lockstep::storage::gguf {
 caf::expected<model::model_spec>
 import_spec(const gguf_model& m, std::optional<model::dtype> dtype) {
   auto spec = m.spec;
-  if (dtype) {
-    if (*dtype == model::dtype::int8)
-      return caf::make_error(errc::invalid_argument,
-                             "--dtype int8: an import writes f32, f16 or "
-                             "bf16 (int8 quantization of imported weights is "
-                             "not built yet)");
+  if (dtype)
     spec.weight_dtype = *dtype;
-  }
   return spec;
 }
 
@@ -51,9 +47,32 @@ tensor_source source_of(const gguf_file& f, const gguf_model& m,
     auto type = model::dtype_of(spec, id.kind);
     model::tensor out{shape, type, range};
     for (uint32_t r = 0; r < rows; ++r) {
-      const float* src = values.data() + size_t{r} * shape.cols +
-                         range.col_begin;
+      const float* row = values.data() + size_t{r} * shape.cols;
+      const float* src = row + range.col_begin;
       auto dst = out.row(r);
+      if (type == model::dtype::int8) {
+        // The store's int8: one scale per whole row (so every tile of a row
+        // agrees), symmetric, q = round-half-even(x / scale) in [-127, 127].
+        float amax = 0;
+        for (uint32_t c = 0; c < shape.cols; ++c) {
+          if (!std::isfinite(row[c]))
+            return caf::make_error(
+                errc::invalid_file,
+                f.path().string() + ": tensor '" + t->name + "' row " +
+                    std::to_string(range.row_begin + r) +
+                    " holds a value that is not finite; int8 cannot hold it");
+          amax = std::max(amax, std::fabs(row[c]));
+        }
+        float scale = amax / 127.0f;
+        out.scales()[r] = scale;
+        auto* q = reinterpret_cast<int8_t*>(dst.data());
+        for (uint32_t c = 0; c < range.cols(); ++c)
+          q[c] = scale == 0.0f
+                     ? 0
+                     : static_cast<int8_t>(std::clamp(
+                           std::nearbyint(src[c] / scale), -127.0f, 127.0f));
+        continue;
+      }
       for (uint32_t c = 0; c < range.cols(); ++c) {
         switch (type) {
         case model::dtype::f32:
@@ -70,8 +89,7 @@ tensor_source source_of(const gguf_file& f, const gguf_model& m,
           break;
         }
         case model::dtype::int8:
-          return caf::make_error(errc::invalid_argument,
-                                 "an import writes no int8 tensors");
+          break; // above
         }
       }
     }

@@ -5,7 +5,8 @@
 // whole file in memory), resumable like `weights init`. Values: F32, F16
 // and BF16 widen exactly and Q8_0/Q4_0/Q4_K/Q6_K dequantize exactly to f32
 // (gguf_types.hpp); a store of f16 or bf16 then rounds to nearest even,
-// exactly what `weights init --dtype` does to a generated f32 value. A tied
+// exactly what `weights init --dtype` does to a generated f32 value; an
+// int8 store quantizes each row symmetrically (import_spec). A tied
 // head is written as the embedding's copy (the store holds lm_head twice;
 // the model and planner do not yet share it).
 
@@ -18,8 +19,9 @@
 
 namespace lockstep::storage::gguf {
 
-/// The store's spec for `m`: its own dtype, or `dtype` (f32, f16, bf16).
-/// Errors: invalid_argument for int8, which an import does not make yet.
+/// The store's spec for `m`: its own dtype, or `dtype`. int8: one f32
+/// scale per row, max |x| / 127, and q = x / scale rounded to nearest even
+/// (a value that is not finite is refused when its row is read).
 caf::expected<model::model_spec> import_spec(const gguf_model& m,
                                              std::optional<model::dtype> dtype);
 

@@ -499,8 +499,8 @@ void add_weights_commands(CLI::App& app, command_context& ctx) {
   cmd->add_option("--db", import->db, "store directory (created if missing)")
       ->required();
   cmd->add_option("--dtype", import->dtype,
-                  "store the matrices as f32, f16 or bf16 (default: the "
-                  "file's float type; f32 for quantized files)");
+                  "store the matrices as f32, f16, bf16 or int8 (default: "
+                  "the file's float type; f32 for quantized files)");
   add_output_option(*cmd, import->format);
   cmd->callback([import, &ctx] { ctx.exit_code = run_import(*import); });
 

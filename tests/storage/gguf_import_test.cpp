@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -93,7 +94,45 @@ TEST_F(gguf_import, f32_to_f16_rounds_as_weights_init_does) {
   ASSERT_TRUE(init_weights(*generated, *want, 7));
   expect_same_weights(*weight_store::open(*imported),
                       *weight_store::open(*generated));
-  EXPECT_FALSE(import_spec(model_, model::dtype::int8));
+}
+
+// --dtype int8: each row quantized symmetrically with one scale (max |x| /
+// 127, so some |q| is 127), every value within half a step of the file's;
+// the store verifies (a row's tiles share the scale).
+TEST_F(gguf_import, int8_quantizes_each_row_with_one_scale) {
+  auto spec = *model::find_preset("tiny-8");
+  load(synthetic_llama(spec));
+  auto want = import_spec(model_, model::dtype::int8);
+  ASSERT_TRUE(want);
+  auto s = test::open_store(dir_ / "db");
+  auto report = import_model(*s, *file_, model_, *want);
+  ASSERT_TRUE(report) << render(report.error());
+  auto ws = weight_store::open(*s);
+  ASSERT_TRUE(ws);
+  EXPECT_TRUE(ws->verify().value().ok());
+  model::weight_generator gen{spec, 7}; // the file's f32 values
+  for (auto kind : {tensor_kind::wq, tensor_kind::w_down}) {
+    model::tensor_id id{1, kind};
+    auto got = ws->read(id);
+    ASSERT_TRUE(got);
+    ASSERT_EQ(got->type(), model::dtype::int8);
+    auto orig = gen.generate(id);
+    auto shape = model::shape_of(spec, kind);
+    std::vector<float> a(shape.cols), b(shape.cols);
+    for (uint32_t r = 0; r < shape.rows; r += 31) {
+      got->to_f32(r, 0, shape.cols, a.data());
+      orig.to_f32(r, 0, shape.cols, b.data());
+      float scale = got->scales()[r];
+      int max_q = 0;
+      const auto* q = reinterpret_cast<const int8_t*>(got->row(r).data());
+      for (uint32_t c = 0; c < shape.cols; ++c) {
+        EXPECT_LE(std::fabs(a[c] - b[c]), scale / 2 * 1.0001f)
+            << model::to_string(id) << " " << r << "," << c;
+        max_q = std::max(max_q, std::abs(int{q[c]}));
+      }
+      EXPECT_EQ(max_q, 127) << model::to_string(id) << " row " << r;
+    }
+  }
 }
 
 TEST_F(gguf_import, a_tied_head_is_the_embedding) {
