@@ -350,4 +350,17 @@ std::vector<tensor_id> all_tensors(const model_spec& s) {
   return out;
 }
 
+std::vector<tensor_id> stored_tensors(const model_spec& s) {
+  auto out = all_tensors(s);
+  if (s.tied_head)
+    out.pop_back(); // lm_head, last
+  return out;
+}
+
+tensor_id stored_as(const model_spec& s, tensor_id id) {
+  if (s.tied_head && id.kind == tensor_kind::lm_head)
+    return {global_layer, tensor_kind::tok_embedding};
+  return id;
+}
+
 } // namespace lockstep::model

@@ -47,6 +47,11 @@ struct model_spec {
   float rms_eps = 1e-5f;
   uint32_t max_context = 0; // tokens
   dtype weight_dtype = dtype::f32;
+  /// The LM head is the token embedding (tied weights, as in many small
+  /// Llama-family models): one tensor, stored and loaded once; lm_head
+  /// stays a tensor of its own to the planner (head chips hold their slices
+  /// in SRAM like any shard).
+  bool tied_head = false;
 
   uint32_t q_dim() const { return n_heads * head_dim; }
   uint32_t kv_dim() const { return n_kv_heads * head_dim; }
@@ -127,5 +132,13 @@ uint64_t tensor_bytes(const model_spec& spec, tensor_kind kind);
 /// layer (attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up, w_down), then
 /// final_norm and lm_head.
 std::vector<tensor_id> all_tensors(const model_spec& spec);
+
+/// The tensors a weight store holds: all_tensors, but a tied head's
+/// lm_head, which is tok_embedding.
+std::vector<tensor_id> stored_tensors(const model_spec& spec);
+
+/// The tensor that holds `id`'s values: tok_embedding for a tied head's
+/// lm_head (same shape and dtype), else `id`.
+tensor_id stored_as(const model_spec& spec, tensor_id id);
 
 } // namespace lockstep::model

@@ -44,7 +44,7 @@ caf::expected<model_weights> model_weights::load(
   model_weights w;
   w.spec = spec;
   w.layers.resize(spec.n_layers);
-  for (auto id : all_tensors(spec)) {
+  for (auto id : stored_tensors(spec)) {
     auto t = read(id);
     if (!t)
       return t.error();
@@ -64,7 +64,7 @@ model_weights model_weights::generate(const weight_generator& gen) {
   model_weights w;
   w.spec = gen.spec();
   w.layers.resize(w.spec.n_layers);
-  for (auto id : all_tensors(w.spec))
+  for (auto id : stored_tensors(w.spec))
     w.at(id) = gen.generate(id);
   return w;
 }

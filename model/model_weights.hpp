@@ -23,10 +23,16 @@ struct model_weights {
   tensor tok_embedding;
   std::vector<layer_weights> layers;
   tensor final_norm;
-  tensor lm_head;
+  tensor lm_head; // empty when spec.tied_head: head() is tok_embedding
 
-  /// Reads every tensor through `read` (e.g. from the weight store), whole.
-  /// Stops at the first error.
+  /// The LM head's weights: lm_head, or the embedding for a tied head.
+  const tensor& head() const {
+    return spec.tied_head ? tok_embedding : lm_head;
+  }
+
+  /// Reads every tensor through `read` (e.g. from the weight store), whole
+  /// (a tied head's lm_head is not read: it is the embedding). Stops at
+  /// the first error.
   static caf::expected<model_weights>
   load(const model_spec& spec,
        const std::function<caf::expected<tensor>(tensor_id)>& read);

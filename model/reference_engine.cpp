@@ -118,7 +118,7 @@ reference_engine::forward(std::span<const sequence_chunk> batch) {
     final_norm(s, w_.final_norm.view(), x_.data() + t * s.d_model,
                normed.data());
     std::vector<float> out(s.vocab);
-    lm_head_rows(w_.lm_head.view(), normed.data(), 1, out.data(), s.vocab,
+    lm_head_rows(w_.head().view(), normed.data(), 1, out.data(), s.vocab,
                  pool_.get());
     logits.push_back(std::move(out));
   }

@@ -3,7 +3,7 @@
 namespace lockstep::model {
 
 nlohmann::json to_json(const model_spec& s) {
-  return {{"name", s.name},
+  nlohmann::json j{{"name", s.name},
           {"n_layers", s.n_layers},
           {"d_model", s.d_model},
           {"n_heads", s.n_heads},
@@ -15,6 +15,11 @@ nlohmann::json to_json(const model_spec& s) {
           {"rms_eps", s.rms_eps},
           {"max_context", s.max_context},
           {"dtype", to_string(s.weight_dtype)}};
+  // Only when set: every untied spec's JSON (and the hashes and manifests
+  // made of it) stays as it was.
+  if (s.tied_head)
+    j["tied_head"] = true;
+  return j;
 }
 
 caf::expected<model_spec> spec_from_json(const nlohmann::json& j) {
@@ -45,6 +50,8 @@ caf::expected<model_spec> spec_from_json(const nlohmann::json& j) {
       return caf::make_error(errc::invalid_spec,
                              "model.dtype: " + detail_of(type.error()));
     s.weight_dtype = *type;
+    field = "tied_head";
+    s.tied_head = j.contains("tied_head") && j.at("tied_head").get<bool>();
   } catch (const nlohmann::json::exception&) {
     return caf::make_error(errc::invalid_spec, std::string{"model."} + field +
                                                    ": missing or ill-typed");

@@ -115,7 +115,8 @@ caf::expected<export_report> export_model(const store& s,
   } else {
     made_up_vocabulary(w, spec.vocab);
   }
-  for (auto id : model::all_tensors(spec)) {
+  // A tied head has no output.weight: llama.cpp then uses token_embd.
+  for (auto id : model::stored_tensors(spec)) {
     auto shape = model::shape_of(spec, id.kind);
     auto type = model::dtype_of(spec, id.kind);
     ggml_type out = type == model::dtype::f16    ? ggml_type::f16

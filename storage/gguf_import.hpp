@@ -6,9 +6,8 @@
 // and BF16 widen exactly and Q8_0/Q4_0/Q4_K/Q6_K dequantize exactly to f32
 // (gguf_types.hpp); a store of f16 or bf16 then rounds to nearest even,
 // exactly what `weights init --dtype` does to a generated f32 value; an
-// int8 store quantizes each row symmetrically (import_spec). A tied
-// head is written as the embedding's copy (the store holds lm_head twice;
-// the model and planner do not yet share it).
+// int8 store quantizes each row symmetrically (import_spec). A tied head
+// is stored once: lm_head reads the embedding (model::stored_as).
 
 #include "storage/gguf_model.hpp"
 #include "storage/weight_store.hpp"

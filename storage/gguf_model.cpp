@@ -220,6 +220,7 @@ caf::expected<gguf_model> describe_model(const gguf_file& f) {
   if (auto err = model::validate(spec))
     return d.bad("the model it describes is invalid: " + render(err));
   m.tied_head = f.tensor("output.weight") == nullptr;
+  spec.tied_head = m.tied_head;
   std::set<std::string> used;
   std::set<ggml_type> matrix_types;
   for (auto id : model::all_tensors(spec)) {

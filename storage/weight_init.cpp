@@ -136,7 +136,7 @@ caf::error write_full(store& s, const weights_manifest& m,
   if (!done)
     return done.error();
   const auto& spec = m.spec;
-  auto ids = model::all_tensors(spec);
+  auto ids = model::stored_tensors(spec);
   init_progress p;
   p.tensors_total = p.shards_total = ids.size();
   for (auto id : ids)

@@ -82,7 +82,7 @@ caf::expected<weight_store> weight_store::open(const store& s) {
             (man.partial ? " (partial)" : "") + " is incomplete (" +
             std::to_string(done) + " of " +
             std::to_string(man.partial ? man.shards.size()
-                                       : model::all_tensors(man.spec).size()) +
+                                       : model::stored_tensors(man.spec).size()) +
             (man.partial ? " shards" : " tensors") +
             " done); run weights init again to resume");
   }
@@ -135,7 +135,7 @@ bool weight_store::holds(tensor_id id, const model::shard_range& range) const {
   if (check_tensor(spec(), id) ||
       model::check_shard(model::shape_of(spec(), id.kind), range))
     return false;
-  return !held_ || held_->holds(id, range);
+  return !held_ || held_->holds(model::stored_as(spec(), id), range);
 }
 
 caf::expected<model::tensor>
@@ -143,6 +143,7 @@ weight_store::read(tensor_id id, const model::shard_range& range) const {
   const auto& s = spec();
   if (auto err = check_tensor(s, id))
     return err;
+  id = model::stored_as(s, id); // a tied head reads the embedding
   auto shape = model::shape_of(s, id.kind);
   if (auto err = model::check_shard(shape, range))
     return err;
@@ -219,7 +220,7 @@ caf::expected<model::tensor> weight_store::read(tensor_id id) const {
 std::vector<tensor_info> weight_store::list() const {
   std::vector<tensor_info> out;
   const auto& s = spec();
-  for (auto id : model::all_tensors(s)) {
+  for (auto id : model::stored_tensors(s)) {
     tensor_info info;
     info.id = id;
     info.shape = model::shape_of(s, id.kind);

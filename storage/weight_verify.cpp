@@ -88,7 +88,7 @@ caf::expected<verify_report> verify_weights(const store& s,
 
   std::map<uint64_t, tensor_state> tensors;
   std::vector<uint64_t> order;
-  for (auto id : model::all_tensors(m.spec)) {
+  for (auto id : model::stored_tensors(m.spec)) {
     tensor_state t;
     t.id = id;
     t.shape = model::shape_of(m.spec, id.kind);

@@ -112,8 +112,11 @@ caf::error check_shards(const model::model_spec& spec, const shard_list& l) {
 }
 
 shard_list canonical(const model::model_spec& spec, shard_list l) {
+  // A tied head's lm_head shards are tok_embedding's: held once.
+  for (auto& sh : l)
+    sh.first = model::stored_as(spec, sh.first);
   std::map<uint64_t, size_t> order;
-  for (auto id : model::all_tensors(spec))
+  for (auto id : model::stored_tensors(spec))
     order.emplace(tensor_key(id), order.size());
   auto rank = [&](const tensor_shard& s) {
     const auto& r = s.second;

@@ -281,15 +281,16 @@ TEST_F(cluster, an_idle_cluster_does_not_spin) {
                            << "% of one core";
 }
 
-// A GGUF model (tiny-64's shape, other weights, f16) imported into a store
-// runs on local-64 from that store alone (`up --weights`, no --model): its
-// 8 hosts read it at once and load their shards; tokens and logits equal
-// the reference engine's on the same store.
+// A GGUF model (tiny-64's shape, other weights, f16, its LM head tied to
+// the embedding) imported into a store runs on local-64 from that store
+// alone (`up --weights`, no --model): its 8 hosts read it at once and load
+// their shards (the head chips' lm_head slices from the embedding's
+// tiles); tokens and logits equal the reference engine's on the store.
 TEST_F(cluster, an_imported_gguf_model_runs_as_in_the_reference) {
   auto spec = *model::find_preset("tiny-64");
   spec.weight_dtype = model::dtype::f16;
   auto file = tmp_ / "tiny-64.gguf";
-  ASSERT_FALSE(test::synthetic_llama(spec, false, 5).write(file));
+  ASSERT_FALSE(test::synthetic_llama(spec, /*tied=*/true, 5).write(file));
   auto store = (tmp_ / "imported").string();
   auto r = run(tmp_, {"weights", "import", "--gguf", file.string(), "--db",
                       store});

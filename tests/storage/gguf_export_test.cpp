@@ -187,6 +187,34 @@ TEST(gguf_export, an_imported_vocabulary_survives_the_round_trip) {
   EXPECT_EQ(keys, 9u);
 }
 
+// A tied store exports without output.weight (llama.cpp's tied form) and
+// imports back tied, the same tiles.
+TEST(gguf_export, a_tied_head_exports_as_llama_cpp_ties_it) {
+  test::temp_dir dir;
+  auto spec = *model::find_preset("tiny-8");
+  ASSERT_FALSE(test::synthetic_llama(spec, /*tied=*/true).write(dir / "in.gguf"));
+  auto f = gguf_file::open(dir / "in.gguf");
+  ASSERT_TRUE(f);
+  auto m = describe_model(*f);
+  ASSERT_TRUE(m);
+  auto s = test::open_store(dir / "a");
+  ASSERT_TRUE(import_model(*s, *f, *m, m->spec));
+  auto ws = weight_store::open(*s);
+  ASSERT_TRUE(ws);
+  ASSERT_TRUE(export_model(*s, *ws, dir / "out.gguf"));
+  auto g = gguf_file::open(dir / "out.gguf");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->tensor("output.weight"), nullptr);
+  EXPECT_NE(g->tensor("token_embd.weight"), nullptr);
+  auto m2 = describe_model(*g);
+  ASSERT_TRUE(m2);
+  EXPECT_TRUE(m2->spec.tied_head);
+  auto s2 = test::open_store(dir / "b");
+  ASSERT_TRUE(import_model(*s2, *g, *m2, m2->spec));
+  EXPECT_TRUE(test::content(*s, {column::weights}) ==
+              test::content(*s2, {column::weights}));
+}
+
 TEST(gguf_export, a_partial_store_is_refused) {
   test::temp_dir dir;
   auto s = test::open_store(dir / "db");

@@ -4,7 +4,11 @@
 // (not taken from the importer): the import of tiny-8's weights must be
 // tiny-8's store, tile for tile.
 
+#include "model/generation.hpp"
+#include "model/model_weights.hpp"
+#include "model/reference_engine.hpp"
 #include "model/weight_gen.hpp"
+#include "storage/detail/tile_codec.hpp"
 #include "storage/gguf_import.hpp"
 #include "storage/gguf_writer.hpp"
 #include "tests/storage/synthetic_gguf.hpp"
@@ -143,11 +147,41 @@ TEST_F(gguf_import, a_tied_head_is_the_embedding) {
   ASSERT_TRUE(import_model(*s, *file_, model_, model_.spec));
   auto ws = weight_store::open(*s);
   ASSERT_TRUE(ws);
+  EXPECT_TRUE(ws->spec().tied_head);
   auto head = ws->read({model::global_layer, tensor_kind::lm_head});
   auto embd = ws->read({model::global_layer, tensor_kind::tok_embedding});
   ASSERT_TRUE(head && embd);
   EXPECT_TRUE(std::equal(head->bytes().begin(), head->bytes().end(),
                          embd->bytes().begin(), embd->bytes().end()));
+  // Stored once: no lm_head tile, one tensor fewer listed.
+  EXPECT_EQ(ws->list().size(), model::all_tensors(spec).size() - 1);
+  size_t head_tiles = 0;
+  EXPECT_FALSE(s->scan(column::weights, "",
+                       [&](std::string_view key, std::string_view) {
+                         auto k = detail::decode_key(key);
+                         head_tiles += k && k->tensor.kind == tensor_kind::lm_head;
+                         return true;
+                       }));
+  EXPECT_EQ(head_tiles, 0u);
+  EXPECT_TRUE(ws->verify().value().ok());
+  // The reference engine runs it (its head is the embedding, in memory
+  // once) exactly as an untied model whose lm_head is a copy of it.
+  auto tied = model::model_weights::load(
+      ws->spec(), [&](model::tensor_id id) { return ws->read(id); });
+  ASSERT_TRUE(tied) << render(tied.error());
+  EXPECT_TRUE(tied->lm_head.bytes().empty());
+  auto untied_spec = ws->spec();
+  untied_spec.tied_head = false;
+  auto untied = model::model_weights::load(
+      untied_spec, [&](model::tensor_id id) { return ws->read(id); });
+  ASSERT_TRUE(untied);
+  model::reference_engine a{*tied, 1}, b{*untied, 1};
+  std::vector<model::generation_request> req{{0, {1, 2, 3}, 6, {}, 0}};
+  auto ra = model::generate(a, req);
+  auto rb = model::generate(b, req);
+  ASSERT_TRUE(ra && rb);
+  EXPECT_EQ((*ra)[0].logits_sha256, (*rb)[0].logits_sha256);
+  EXPECT_EQ((*ra)[0].tokens, (*rb)[0].tokens);
 }
 
 TEST_F(gguf_import, quantized_tensors_become_their_exact_f32_values) {

@@ -131,6 +131,7 @@ TEST_F(gguf_model_test, a_file_without_output_ties_the_head_to_the_embedding) {
   auto m = describe(l.writer());
   ASSERT_TRUE(m) << render(m.error());
   EXPECT_TRUE(m->tied_head);
+  EXPECT_TRUE(m->spec.tied_head);
   EXPECT_EQ(m->tensors.back().id.kind, model::tensor_kind::lm_head);
   EXPECT_EQ(m->tensors.back().tensor->name, "token_embd.weight");
 }
