@@ -81,6 +81,18 @@ void made_up_vocabulary(gguf_writer& w, uint32_t n) {
 caf::expected<export_report> export_model(const store& s,
                                           const weight_store& ws,
                                           const std::filesystem::path& path) {
+  return export_model(s, ws, path, ggml_type::f32);
+}
+
+caf::expected<export_report> export_model(const store& s,
+                                          const weight_store& ws,
+                                          const std::filesystem::path& path,
+                                          ggml_type matrices) {
+  // f32 here means "as stored"; Q8_0 / Q4_0 quantize the matrices.
+  bool quantize = matrices != ggml_type::f32;
+  if (quantize && matrices != ggml_type::q8_0 && matrices != ggml_type::q4_0)
+    return caf::make_error(errc::invalid_argument,
+                           "export quantizes to Q8_0 or Q4_0 only");
   auto t0 = std::chrono::steady_clock::now();
   const auto& m = ws.manifest();
   if (m.partial || m.state != init_state::complete)
@@ -122,15 +134,29 @@ caf::expected<export_report> export_model(const store& s,
     ggml_type out = type == model::dtype::f16    ? ggml_type::f16
                     : type == model::dtype::bf16 ? ggml_type::bf16
                                                  : ggml_type::f32;
+    bool q = quantize && !model::is_norm(id.kind);
+    if (q)
+      out = matrices;
     report.int8_as_f32 |= type == model::dtype::int8;
     std::vector<uint64_t> ne =
         model::is_norm(id.kind) ? std::vector<uint64_t>{shape.cols}
                                 : std::vector<uint64_t>{shape.cols, shape.rows};
     w.add_tensor(gguf_tensor_name(id), ne, out,
-                 [&ws, id, type, shape](std::span<std::byte> dst) -> caf::error {
+                 [&ws, id, type, shape, q, out](
+                     std::span<std::byte> dst) -> caf::error {
                    auto t = ws.read(id);
                    if (!t)
                      return t.error();
+                   if (q) {
+                     std::vector<float> row(shape.cols);
+                     auto per_row = dst.size() / shape.rows;
+                     for (uint32_t r = 0; r < shape.rows; ++r) {
+                       t->to_f32(r, 0, shape.cols, row.data());
+                       from_f32(out, row,
+                                dst.subspan(size_t{r} * per_row, per_row));
+                     }
+                     return {};
+                   }
                    if (type != model::dtype::int8) {
                      auto b = t->bytes();
                      std::memcpy(dst.data(), b.data(), b.size());

@@ -13,6 +13,7 @@
 // the model's size (<unk>, <s>, </s>, 256 byte tokens, then "▁tN"): token
 // ids stay the interface.
 
+#include "storage/gguf_types.hpp"
 #include "storage/weight_store.hpp"
 
 #include <caf/expected.hpp>
@@ -36,5 +37,14 @@ struct export_report {
 caf::expected<export_report> export_model(const store& s,
                                           const weight_store& ws,
                                           const std::filesystem::path& path);
+
+/// As export_model, with every matrix quantized to `matrices` (Q8_0 or
+/// Q4_0, ggml's reference quantizers; norms stay F32): files that llama.cpp
+/// runs with its quantized kernels. Errors: as export_model,
+/// invalid_argument for another type.
+caf::expected<export_report> export_model(const store& s,
+                                          const weight_store& ws,
+                                          const std::filesystem::path& path,
+                                          ggml_type matrices);
 
 } // namespace lockstep::storage::gguf

@@ -2,7 +2,9 @@
 
 #include "model/tensor.hpp"
 
+#include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstring>
 
 namespace lockstep::storage::gguf {
@@ -188,6 +190,51 @@ void to_f32(ggml_type type, std::span<const std::byte> in,
     return q6_k(x, y, blocks);
   default:
     assert(false && "to_f32 of an unsupported type");
+  }
+}
+
+void from_f32(ggml_type type, std::span<const float> in,
+              std::span<std::byte> out) {
+  auto t = traits_of(static_cast<uint32_t>(type));
+  assert(t && in.size() % t->block_elems == 0 &&
+         out.size() == in.size() / t->block_elems * t->block_bytes);
+  const float* x = in.data();
+  std::byte* y = out.data();
+  size_t blocks = in.size() / t->block_elems;
+  for (size_t i = 0; i < blocks; ++i, x += t->block_elems,
+              y += t->block_bytes) {
+    if (type == ggml_type::q8_0) {
+      float amax = 0.0f;
+      for (uint32_t j = 0; j < qk8_0; ++j)
+        amax = std::max(amax, std::fabs(x[j]));
+      const float d = amax / 127;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      uint16_t h = model::f32_to_f16_bits(d);
+      std::memcpy(y, &h, 2);
+      for (uint32_t j = 0; j < qk8_0; ++j)
+        reinterpret_cast<int8_t*>(y + 2)[j] =
+            static_cast<int8_t>(std::round(x[j] * id));
+    } else {
+      assert(type == ggml_type::q4_0);
+      float amax = 0.0f, max = 0.0f;
+      for (uint32_t j = 0; j < qk4_0; ++j)
+        if (amax < std::fabs(x[j])) {
+          amax = std::fabs(x[j]);
+          max = x[j];
+        }
+      const float d = max / -8;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      uint16_t h = model::f32_to_f16_bits(d);
+      std::memcpy(y, &h, 2);
+      auto* qs = reinterpret_cast<uint8_t*>(y + 2);
+      for (uint32_t j = 0; j < qk4_0 / 2; ++j) {
+        const float x0 = x[j] * id;
+        const float x1 = x[qk4_0 / 2 + j] * id;
+        const uint8_t xi0 = std::min<int8_t>(15, static_cast<int8_t>(x0 + 8.5f));
+        const uint8_t xi1 = std::min<int8_t>(15, static_cast<int8_t>(x1 + 8.5f));
+        qs[j] = xi0 | static_cast<uint8_t>(xi1 << 4);
+      }
+    }
   }
 }
 

@@ -54,4 +54,11 @@ std::optional<type_traits> traits_of(uint32_t type);
 void to_f32(ggml_type type, std::span<const std::byte> in,
             std::span<float> out);
 
+/// Quantizes `in` (whole blocks) into `out` as ggml's reference quantizers
+/// do (quantize_row_q8_0_ref, quantize_row_q4_0_ref in ggml-quants.c): for
+/// exports that llama.cpp then runs. REQUIRES: type Q8_0 or Q4_0, sizes as
+/// to_f32's.
+void from_f32(ggml_type type, std::span<const float> in,
+              std::span<std::byte> out);
+
 } // namespace lockstep::storage::gguf

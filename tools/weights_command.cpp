@@ -364,14 +364,18 @@ int run_import(const import_args& a) {
 // A store as a llama GGUF (docs/storage.md): f32/f16/bf16 as they are,
 // int8 as F32 (said on stderr), a made-up vocabulary.
 int run_export(const std::string& db, const std::string& path,
-               const std::string& format) {
+               const std::string& quantize, const std::string& format) {
   auto st = open_read_only(db);
   if (!st)
     return fail_with(st.error());
   auto ws = storage::weight_store::open(**st);
   if (!ws)
     return fail_with(ws.error());
-  auto report = storage::gguf::export_model(**st, *ws, path);
+  namespace gguf = storage::gguf;
+  auto matrices = quantize == "q8_0"   ? gguf::ggml_type::q8_0
+                  : quantize == "q4_0" ? gguf::ggml_type::q4_0
+                                       : gguf::ggml_type::f32;
+  auto report = gguf::export_model(**st, *ws, path, matrices);
   if (!report)
     return fail_with(report.error());
   if (report->int8_as_f32)
@@ -507,14 +511,21 @@ void add_weights_commands(CLI::App& app, command_context& ctx) {
   auto export_db = std::make_shared<std::string>();
   auto export_file = std::make_shared<std::string>();
   auto export_format = std::make_shared<std::string>("text");
+  auto export_quantize = std::make_shared<std::string>();
   cmd = weights->add_subcommand(
       "export", "a weight store as a llama GGUF file that llama.cpp loads");
   cmd->add_option("--gguf", *export_file, "the GGUF file to write")
       ->required();
   cmd->add_option("--db", *export_db, "store directory")->required();
+  cmd->add_option("--quantize", *export_quantize,
+                  "write the matrices as Q8_0 or Q4_0 (ggml's reference "
+                  "quantizers) instead of as stored")
+      ->check(CLI::IsMember({"q8_0", "q4_0"}));
   add_output_option(*cmd, *export_format);
-  cmd->callback([export_db, export_file, export_format, &ctx] {
-    ctx.exit_code = run_export(*export_db, *export_file, *export_format);
+  cmd->callback([export_db, export_file, export_quantize, export_format,
+                 &ctx] {
+    ctx.exit_code = run_export(*export_db, *export_file, *export_quantize,
+                               *export_format);
   });
 
   auto inspect_file = std::make_shared<std::string>();

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 
 namespace lockstep::storage::gguf {
@@ -213,6 +214,45 @@ TEST(gguf_export, a_tied_head_exports_as_llama_cpp_ties_it) {
   ASSERT_TRUE(import_model(*s2, *g, *m2, m2->spec));
   EXPECT_TRUE(test::content(*s, {column::weights}) ==
               test::content(*s2, {column::weights}));
+}
+
+// --quantize: the matrices as ggml's reference quantizers write them; the
+// import reads back the blocks' exact values, each within half a step of
+// the store's (Q8_0: d = max|x| / 127; Q4_0: d = max / -8, so |error| <= |d|).
+TEST(gguf_export, quantized_exports_stay_within_a_step) {
+  for (auto type : {ggml_type::q8_0, ggml_type::q4_0}) {
+    test::temp_dir dir;
+    auto spec = *model::find_preset("tiny-8");
+    auto s = test::open_store(dir / "a");
+    ASSERT_TRUE(init_weights(*s, spec, 3));
+    auto ws = weight_store::open(*s);
+    ASSERT_TRUE(ws);
+    ASSERT_TRUE(export_model(*s, *ws, dir / "q.gguf", type));
+    auto f = gguf_file::open(dir / "q.gguf");
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->tensor("blk.0.attn_q.weight")->type, type);
+    EXPECT_EQ(f->tensor("blk.0.attn_norm.weight")->type, ggml_type::f32);
+    auto m = describe_model(*f);
+    ASSERT_TRUE(m);
+    auto s2 = test::open_store(dir / "b");
+    ASSERT_TRUE(import_model(*s2, *f, *m, m->spec));
+    auto back = weight_store::open(*s2);
+    model::tensor_id id{0, model::tensor_kind::wq};
+    auto a = ws->read(id), b = back->read(id);
+    ASSERT_TRUE(a && b);
+    std::vector<float> x(spec.d_model), y(spec.d_model);
+    a->to_f32(5, 0, spec.d_model, x.data());
+    b->to_f32(5, 0, spec.d_model, y.data());
+    for (uint32_t c = 0; c < spec.d_model; c += 32) {
+      float amax = 0;
+      for (uint32_t j = c; j < c + 32; ++j)
+        amax = std::max(amax, std::fabs(x[j]));
+      float step = type == ggml_type::q8_0 ? amax / 127 : amax / 8;
+      for (uint32_t j = c; j < c + 32; ++j)
+        EXPECT_LE(std::fabs(x[j] - y[j]), step * 1.01f)
+            << (type == ggml_type::q8_0 ? "Q8_0" : "Q4_0") << " col " << j;
+    }
+  }
 }
 
 TEST(gguf_export, a_partial_store_is_refused) {
