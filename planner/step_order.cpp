@@ -12,17 +12,17 @@ caf::error check_step_ends_at_samples(const step_program& prog) {
   const auto n_transfers = prog.transfers.size();
   // Walk back from the samples; ops are 0..n_ops-1, transfers follow.
   std::vector<bool> seen(n_ops + n_transfers, false);
-  std::vector<size_t> todo;
+  std::vector<size_t> frontier;
   auto reach_op = [&](uint32_t id) {
     if (id < n_ops && !seen[id]) {
       seen[id] = true;
-      todo.push_back(id);
+      frontier.push_back(id);
     }
   };
   auto reach_transfer = [&](uint32_t id) {
     if (id < n_transfers && !seen[n_ops + id]) {
       seen[n_ops + id] = true;
-      todo.push_back(n_ops + id);
+      frontier.push_back(n_ops + id);
     }
   };
   bool any_sample = false;
@@ -35,9 +35,9 @@ caf::error check_step_ends_at_samples(const step_program& prog) {
     return caf::make_error(errc::invalid_plan,
                            std::string{"the "} + to_string(prog.kind) +
                                " program has no sample op");
-  while (!todo.empty()) {
-    auto i = todo.back();
-    todo.pop_back();
+  while (!frontier.empty()) {
+    auto i = frontier.back();
+    frontier.pop_back();
     if (i < n_ops) {
       const auto& o = prog.ops[i];
       for (auto a : o.after_ops)
