@@ -90,6 +90,9 @@ same_logits "the cluster (8 processes) vs the reference" \
   "$(cat "$build/demo-cluster/gen-0.json")"
 
 echo "== lockstep status"
+# Per-chip and per-link counters come with each host's heartbeat (one a
+# second): wait for the one after the requests.
+sleep 1.5
 "$bin" status
 echo "== lockstep down"
 "$bin" down
