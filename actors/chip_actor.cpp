@@ -27,18 +27,7 @@ chip_actor::chip_actor(caf::actor_config& cfg, chip_actor_args args)
     if (!exec)
       continue;
     node = exec->node();
-    // Which transfers leave when each op of this chip has run: the first
-    // hops (and relay hops) whose producer it is.
-    const auto& prog = exec->program();
-    const auto& ops = exec->ops();
-    std::vector<size_t> position(prog.ops.size(), ops.size());
-    for (size_t i = 0; i < ops.size(); ++i)
-      position[ops[i]] = i;
-    auto& sends = progress_[k].sends;
-    sends.resize(ops.size());
-    for (const auto& t : prog.transfers)
-      if (position[t.after_op] < ops.size())
-        sends[position[t.after_op]].push_back(t.id);
+    progress_[k].sends = exec->sends_by_op();
   }
   sample_state_ = 0x9E3779B97F4A7C15ull * (node + 1);
 }

@@ -399,6 +399,17 @@ std::span<std::byte> chip_executor::send_window(uint32_t t) {
                        tr.bytes);
 }
 
+std::vector<std::vector<uint32_t>> chip_executor::sends_by_op() const {
+  std::vector<size_t> position(prog_.ops.size(), ops_.size());
+  for (size_t i = 0; i < ops_.size(); ++i)
+    position[ops_[i]] = i;
+  std::vector<std::vector<uint32_t>> sends(ops_.size());
+  for (const auto& t : prog_.transfers)
+    if (t.after_op < position.size() && position[t.after_op] < ops_.size())
+      sends[position[t.after_op]].push_back(t.id);
+  return sends;
+}
+
 std::span<std::byte> chip_executor::receive_window(uint32_t t,
                                                    uint64_t step) {
   const auto& tr = prog_.transfers[t];

@@ -83,6 +83,10 @@ public:
   /// This node's ops (ids into program().ops), in slot order.
   const std::vector<uint32_t>& ops() const noexcept { return ops_; }
 
+  /// Per op of ops(), in that order: the transfers (plan ids) that leave
+  /// when it has run — the first hops, and relay hops, it produces.
+  std::vector<std::vector<uint32_t>> sends_by_op() const;
+
   /// Records that transfer `t` of `step` arrived in its receive window (the
   /// bytes are there now). REQUIRES: t goes to this node.
   void note_arrival(uint32_t t, uint64_t step);

@@ -89,15 +89,7 @@ caf::behavior coordinator::make_behavior() {
           if (!made)
             return fail(render(made.error()));
           pr.exec = std::move(*made);
-          const auto& prog = pr.exec->program();
-          const auto& ops = pr.exec->ops();
-          std::vector<size_t> position(prog.ops.size(), ops.size());
-          for (size_t i = 0; i < ops.size(); ++i)
-            position[ops[i]] = i;
-          pr.sends.assign(ops.size(), {});
-          for (const auto& t : prog.transfers)
-            if (position[t.after_op] < ops.size())
-              pr.sends[position[t.after_op]].push_back(t.id);
+          pr.sends = pr.exec->sends_by_op();
         }
         step(); // requests may be waiting
       },
