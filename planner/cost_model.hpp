@@ -1,7 +1,7 @@
 #pragma once
 
-// Durations of compute ops and transfers from the chip and link profiles,
-// and the schedule-independent lower bound on decode latency.
+// Durations of compute ops and transfers from the chip and link profiles
+// (the lower bound built from them: planner/lower_bound.hpp).
 //
 // Op time = max(bytes moved through SRAM / SRAM bandwidth,
 //               FLOPs / peak FLOP/s of the weight dtype) + op overhead.
@@ -34,14 +34,5 @@ uint32_t to_slots(uint64_t ns, uint64_t slot_ns);
 /// machine (half its cpu_ns, rounded up); 0 if the profile has no cpu_ns.
 uint32_t transfer_cpu_slots_per_end(const link_profile& link,
                                     uint64_t slot_ns);
-
-/// Lower bound on the latency of one token of one sequence (µs) at
-/// `context` tokens, on `chips` chips of `chip` whose links have at best
-/// `fastest`'s latency and bandwidth. Depends only on these inputs, never on
-/// a schedule (docs/planner.md gives the formula and why it is a bound).
-double lower_bound_token_latency_us(const model::model_spec& spec,
-                                    uint32_t context, uint32_t chips,
-                                    const chip_profile& chip,
-                                    const link_profile& fastest);
 
 } // namespace lockstep::planner

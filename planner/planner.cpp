@@ -1,7 +1,9 @@
 #include "planner/planner.hpp"
 
 #include "planner/cost_model.hpp"
+#include "planner/lower_bound.hpp"
 #include "planner/detail/pipelining.hpp"
+#include "planner/detail/plan_placement.hpp"
 #include "planner/detail/schedule_builder.hpp"
 #include "planner/detail/sram_layout.hpp"
 #include "planner/topology.hpp"
@@ -220,34 +222,7 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
   // period apart; the last one's sample ends the prefill.
   pr.ttft_prompt_tokens = ttft_prompt(p);
   pr.ttft_ms = predicted_ttft_ms(p, pr.ttft_prompt_tokens);
-  // The best any chip-to-chip link offers: the lowest latency and the
-  // highest bandwidth (of possibly different links), so the bound stays a
-  // bound. Host links never carry activations between chips (hosts do not
-  // relay), so their figures do not bound a crossing.
-  std::vector<bool> between_chips(config.link_profiles.size(), false);
-  for (const auto& l : config.links)
-    if (config.is_chip_link(l))
-      between_chips[l.profile] = true;
-  link_profile fastest = config.link_profiles.front();
-  bool first = true;
-  for (size_t i = 0; i < config.link_profiles.size(); ++i) {
-    if (!between_chips[i])
-      continue;
-    const auto& l = config.link_profiles[i];
-    fastest.latency_ns =
-        first ? l.latency_ns : std::min(fastest.latency_ns, l.latency_ns);
-    fastest.bytes_per_s =
-        first ? l.bytes_per_s : std::max(fastest.bytes_per_s, l.bytes_per_s);
-    first = false;
-  }
-  uint32_t usable =
-      config.chip_count() -
-      static_cast<uint32_t>(config.spares.size() + p.failed_chips.size());
-  // On a shared machine no more chips compute at once than it has cores.
-  uint32_t computing =
-      config.machine_cores > 0 ? std::min(usable, config.machine_cores) : usable;
-  pr.lower_bound_token_latency_us = lower_bound_token_latency_us(
-      p.spec, p.context, computing, config.chip, fastest);
+  pr.lower_bound_token_latency_us = token_latency_bound(config, p).total_us;
 }
 
 // `p` with placement `pl` recorded, its weights placed and its decode
@@ -301,7 +276,17 @@ double predicted_interleaved_ttft_ms(const plan& p, uint32_t prompt_tokens) {
          (chunks - 1) * (p.predicted.token_latency_us / 1e3);
 }
 
-caf::expected<plan_result> make_plan(const cluster_config& config,
+namespace {
+
+// What make_plan and plan_placement start from: the options checked, the
+// plan's header, and the chips that may hold work (not spares or failed).
+struct plan_start {
+  plan p;
+  std::vector<uint32_t> available;
+  std::vector<uint32_t> off;
+};
+
+caf::expected<plan_start> start_plan(const cluster_config& config,
                                      const model::model_spec& spec,
                                      const plan_options& options) {
   if (auto err = model::validate(spec))
@@ -324,15 +309,12 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
                                  " is not in " + config.name);
     off.insert(f);
   }
-  std::vector<uint32_t> available;
+  plan_start out;
   for (uint32_t c = 0; c < config.chip_count(); ++c)
     if (!off.contains(c))
-      available.push_back(c);
-  auto candidates =
-      detail::place_candidates(spec, config, options.batch, context, available);
-  if (!candidates)
-    return candidates.error();
-  plan p;
+      out.available.push_back(c);
+  out.off.assign(off.begin(), off.end());
+  plan& p = out.p;
   p.model = spec.name;
   p.cluster = config.name;
   p.spec = spec;
@@ -342,8 +324,43 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   p.failed_chips = options.failed_chips;
   std::sort(p.failed_chips.begin(), p.failed_chips.end());
   p.spares = config.spares;
+  return out;
+}
+
+} // namespace
+
+caf::expected<detail::placed_plan>
+detail::plan_placement(const cluster_config& config,
+                       const model::model_spec& spec,
+                       const plan_options& options, const placement& pl) {
+  auto start = start_plan(config, spec, options);
+  if (!start)
+    return start.error();
   topology topo{config};
-  topo.block_relays(std::vector<uint32_t>(off.begin(), off.end()));
+  topo.block_relays(start->off);
+  auto p = scheduled(config, topo, pl, std::move(start->p));
+  if (!p)
+    return p.error();
+  detail::placed_plan out;
+  out.fits = first_overfull_chip(config, *p) == no_id;
+  out.token_latency_us = first_token_end(p->decode) * (p->slot_ns / 1000.0);
+  out.p = std::move(*p);
+  return out;
+}
+
+caf::expected<plan_result> make_plan(const cluster_config& config,
+                                     const model::model_spec& spec,
+                                     const plan_options& options) {
+  auto start = start_plan(config, spec, options);
+  if (!start)
+    return start.error();
+  auto candidates = detail::place_candidates(
+      spec, config, options.batch, start->p.context, start->available);
+  if (!candidates)
+    return candidates.error();
+  plan p = std::move(start->p);
+  topology topo{config};
+  topo.block_relays(start->off);
   // The estimates behind the candidates are approximate; the exact schedule
   // decides. Of the best-estimated candidates, keep the one whose decode
   // step is fastest among those whose every chip fits its SRAM; if none of

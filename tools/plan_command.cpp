@@ -3,6 +3,7 @@
 #include "tools/cli.hpp"
 
 #include "planner/critical_path.hpp"
+#include "planner/lower_bound.hpp"
 #include "planner/plan_cache.hpp"
 #include "planner/plan_codec.hpp"
 #include "planner/planner.hpp"
@@ -43,6 +44,23 @@ nlohmann::json critical_json(const planner::critical_path& c) {
           {"waiting_us", c.waiting_us},
           {"ops", c.ops},
           {"hops", c.hops}};
+}
+
+nlohmann::json bound_json(const planner::token_bound& b) {
+  return {{"total_us", b.total_us},
+          {"chain_us", b.chain_us},
+          {"shared_work_us", b.shared_work_us},
+          {"compute_us", b.terms.compute_us},
+          {"op_overhead_us", b.terms.op_overhead_us},
+          {"link_latency_us", b.terms.link_latency_us},
+          {"link_bytes_us", b.terms.link_bytes_us},
+          {"slot_rounding_us", b.terms.rounding_us},
+          {"min_tp_degree", b.min_tp_degree},
+          {"tp_degree", b.tp_degree},
+          {"split_layers", b.split_layers},
+          {"reduce_hops", b.reduce_hops},
+          {"handoff_hops", b.handoff_hops},
+          {"largest_clique", b.clique}};
 }
 
 nlohmann::json work_json(const planner::step_work& w) {
@@ -244,6 +262,7 @@ int run_plan(const plan_cli_options& o) {
           .count();
   const auto& p = result.p;
   auto path = planner::critical_path_of(p, *config);
+  auto bound = planner::token_latency_bound(*config, p);
   auto work = planner::step_work_of(p, *config);
   auto hash = planner::plan_hash(*config, p);
   if (!o.trace.empty()) {
@@ -307,6 +326,7 @@ int run_plan(const plan_cli_options& o) {
                      {"cache", cache_state},
                      {"predicted", predicted_json(p.predicted)},
                      {"critical_path", critical_json(path)},
+                     {"lower_bound", bound_json(bound)},
                      {"step_work", work_json(work)},
                      {"replanned", moves_json}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -348,6 +368,22 @@ int run_plan(const plan_cli_options& o) {
                 path.total_us(), path.compute_us, path.op_overhead_us,
                 path.link_latency_us, path.link_bytes_us, path.rounding_us,
                 path.ops, path.hops);
+    std::printf("bound      %.1f us = compute %.1f + op overhead %.1f + link "
+                "latency %.1f + link bytes %.1f + slot rounding %.1f (layers "
+                "on >= %u chips by SRAM; %u of %u split %u ways, >= %u hops "
+                "attention->MLP, >= %u to the next layer; largest clique %u)"
+                "%s\n",
+                bound.chain_us, bound.terms.compute_us,
+                bound.terms.op_overhead_us, bound.terms.link_latency_us,
+                bound.terms.link_bytes_us, bound.terms.rounding_us,
+                bound.min_tp_degree, bound.split_layers, p.spec.n_layers,
+                bound.tp_degree, bound.reduce_hops, bound.handoff_hops,
+                bound.clique,
+                bound.shared_work_us > bound.chain_us
+                    ? ("; all work on the machine's cores takes " +
+                       std::to_string(int(bound.shared_work_us)) + " us")
+                          .c_str()
+                    : "");
     std::printf("work       %.1f us of kernels + %.1f us of op overhead + "
                 "%.1f us of transfer CPU per decode step, over %u chip ops%s\n",
                 work.kernel_us, work.op_overhead_us, work.transfer_cpu_us,

@@ -178,6 +178,11 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
        kk *= 2)
     for (bool aligned : {true, false}) {
       uint32_t k = kk / 2;
+      // A group wider than a node is whole nodes: its reductions pair
+      // chip j of each node (two levels), which needs the same number of
+      // chips in every node (a node of 3 and k = 4 has no such pairing).
+      if (k > config.chips_per_node && k % config.chips_per_node != 0)
+        continue;
       uint64_t per_layer = layer_chip_bytes(spec, batch, context, k, aligned);
       auto fits = [&](uint64_t m) {
         return m * per_layer + arena_reserve_bytes(spec, batch, k,
