@@ -317,8 +317,8 @@ caf::error read_dragonfly(const reader& r, cluster_config& c,
   if (auto err =
           r.expect_map({"kind", "chips_per_node", "nodes_per_rack", "racks",
                         "spare_nodes_per_rack", "global_ports_per_chip",
-                        "rack_ports_per_chip", "chips_per_host", "node_link",
-                        "rack_link", "global_link", "host_link"}))
+                        "rack_ports_per_chip", "rack_wiring", "chips_per_host",
+                        "node_link", "rack_link", "global_link", "host_link"}))
     return err;
   LOCKSTEP_TRY(cpn, r.integer("chips_per_node", 1, 64));
   LOCKSTEP_TRY(npr, r.integer("nodes_per_rack", 1, 64));
@@ -330,6 +330,24 @@ caf::error read_dragonfly(const reader& r, cluster_config& c,
     LOCKSTEP_TRY(v, r.integer("rack_ports_per_chip", 0, 64));
     rports = v;
   }
+  // How a rack's nodes are joined: `same_index` links chip i of a node to
+  // chip i of the nodes ±1 .. ±ports/2 away; `node_mesh` joins every two
+  // nodes by one link, chip i of node n to chip (cpn-1-i) of node n+1+i
+  // (one rack port per chip, so nodes_per_rack - 1 == chips_per_node).
+  bool node_mesh = false;
+  if (r.has("rack_wiring")) {
+    LOCKSTEP_TRY(w, r.text("rack_wiring"));
+    if (w != "same_index" && w != "node_mesh")
+      return r.error("rack_wiring",
+                     "'" + w + "' is not same_index or node_mesh");
+    node_mesh = w == "node_mesh";
+  }
+  if (node_mesh && (rports != 1 || npr - 1 != cpn))
+    return r.error("rack_wiring",
+                   "node_mesh needs rack_ports_per_chip: 1 and nodes_per_rack "
+                   "- 1 == chips_per_node (one link per pair of nodes), got " +
+                       std::to_string(rports) + " and " + std::to_string(npr) +
+                       " nodes of " + std::to_string(cpn));
   uint64_t cph = cpn;
   if (r.has("chips_per_host")) {
     LOCKSTEP_TRY(v, r.integer("chips_per_host", 1, 4096));
@@ -367,6 +385,13 @@ caf::error read_dragonfly(const reader& r, cluster_config& c,
       for (uint64_t i = 0; i < cpn; ++i) {
         for (uint64_t j = i + 1; j < cpn; ++j) // node: full mesh
           links.add(chip(rk, n, i), chip(rk, n, j), node_link);
+        if (node_mesh) {
+          // Each pair once: from the lower end of the pairing.
+          uint64_t m = (n + 1 + i) % npr, j = cpn - 1 - i;
+          if (chip(rk, n, i) < chip(rk, m, j))
+            links.add(chip(rk, n, i), chip(rk, m, j), rack_link);
+          continue;
+        }
         // Rack: the same chip index on the nodes d = 1 .. ports/2 away
         // (all other nodes when ports allow: a full mesh of nodes).
         for (uint64_t d = 1; d <= rports / 2 || (rports == npr - 1 && d < npr);

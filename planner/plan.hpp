@@ -23,7 +23,8 @@
 
 namespace lockstep::planner {
 
-inline constexpr uint32_t planner_version = 4; // 4: no dead last-layer roots
+inline constexpr uint32_t planner_version = 5; // 4: no dead last-layer roots
+                                               // 5: micro-batches booked by wavefront
 inline constexpr uint32_t no_id = 0xFFFFFFFFu;
 
 /// A weight shard placed in a chip's SRAM: the elements row-major from

@@ -94,9 +94,10 @@ caf::error build_program(const cluster_config& config, topology& topo,
   uint32_t mbs = std::min(batch, groups);
   if (kind != program_kind::decode || config.machine_cores == 0 || mbs == 1)
     return build_program_with(config, topo, pl, p, kind, tokens, mbs);
+  // A step's length (the next starts when it ends; predict()).
   auto period = [&](const plan& q) {
     uint64_t work = shared_core_work(topo, q, q.decode);
-    return std::max<uint64_t>(first_token_end(q.decode),
+    return std::max<uint64_t>(q.decode.slots_per_step,
                               (work + config.machine_cores - 1) /
                                   config.machine_cores);
   };
@@ -138,7 +139,8 @@ uint32_t ttft_prompt(const plan& p) {
 // TTFT prompt) whose every chip still fits its SRAM: bigger chunks spread
 // each op's fixed cost over more tokens; activations grow with them.
 caf::error build_prefill(const cluster_config& config, topology& topo,
-                         const detail::placement& pl, plan& p) {
+                         const detail::placement& pl, plan& p,
+                         uint32_t hint = 0) {
   std::vector<uint32_t> sizes{1};
   while (sizes.back() * 2 <= ttft_prompt(p))
     sizes.push_back(sizes.back() * 2);
@@ -148,7 +150,25 @@ caf::error build_prefill(const cluster_config& config, topology& topo,
       return err;
     return first_overfull_chip(config, p) == no_id;
   };
-  // Fit grows monotonically smaller with the chunk: binary search.
+  // Fit grows monotonically smaller with the chunk: binary search. A hint
+  // (a re-plan: the chunk before the failure) that fits while twice it does
+  // not (or is the largest) is the answer in one or two builds.
+  if (auto at = std::find(sizes.begin(), sizes.end(), hint);
+      at != sizes.end()) {
+    auto ok = fits(hint);
+    if (!ok)
+      return ok.error();
+    if (*ok) {
+      if (at + 1 == sizes.end())
+        return {};
+      auto more = fits(*(at + 1));
+      if (!more)
+        return more.error();
+      if (!*more)
+        return build_program(config, topo, pl, p, program_kind::prefill,
+                             hint);
+    }
+  }
   int64_t lo = 0, hi = static_cast<int64_t>(sizes.size()) - 1, best = -1;
   while (lo <= hi) {
     int64_t mid = (lo + hi + 1) / 2; // try large chunks first
@@ -179,10 +199,12 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
   const auto& d = p.decode;
   double slot_us = p.slot_ns / 1000.0;
   pr.token_latency_us = first_token_end(d) * slot_us;
-  pr.tokens_per_s_per_user =
-      pr.token_latency_us > 0 ? 1e6 / pr.token_latency_us : 0;
-  // Steady state: each sequence needs the previous token before its next
-  // one; the step cannot be shorter than the busiest chip or link.
+  // Steady state: a decode step starts when the previous one has ended
+  // (its samples feed it), so every sequence gets one token a step, and
+  // the batch's tokens come once a step: what the slot table does. The
+  // step's micro-batches pipeline through the layer groups inside it. The
+  // step is never shorter than the busiest chip or link (or, on a shared
+  // machine, than its work over the cores).
   std::vector<uint64_t> chip_busy(config.node_count(), 0);
   std::vector<uint64_t> link_busy(topo.directed_link_count(), 0);
   for (const auto& o : d.ops)
@@ -205,8 +227,9 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
     busiest = std::max<uint64_t>(
         busiest, (work + config.machine_cores - 1) / config.machine_cores);
   }
-  double period_us = std::max(pr.token_latency_us, busiest * slot_us);
-  pr.aggregate_tokens_per_s = period_us > 0 ? p.batch * 1e6 / period_us : 0;
+  double period_us = std::max<double>(d.slots_per_step, busiest) * slot_us;
+  pr.tokens_per_s_per_user = period_us > 0 ? 1e6 / period_us : 0;
+  pr.aggregate_tokens_per_s = p.batch * pr.tokens_per_s_per_user;
   pr.link_utilisation =
       links_used.empty() || d.slots_per_step == 0
           ? 0
@@ -250,12 +273,15 @@ caf::expected<plan> scheduled(const cluster_config& config, topology& topo,
 // whose decode program fits.
 caf::expected<plan_result> conclude(const cluster_config& config,
                                     topology& topo,
-                                    const detail::placement& pl, plan p) {
-  if (auto err = build_prefill(config, topo, pl, p))
+                                    const detail::placement& pl, plan p,
+                                    bool verify = true,
+                                    uint32_t prefill_hint = 0) {
+  if (auto err = build_prefill(config, topo, pl, p, prefill_hint))
     return err;
   predict(config, topo, p);
   plan_result r;
-  r.verdict = verify_plan(p, config);
+  if (verify)
+    r.verdict = verify_plan(p, config);
   r.p = std::move(p);
   return r;
 }
@@ -384,7 +410,9 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
                  ", " + overflow_text(config, *trial, c);
       continue;
     }
-    uint32_t slots = first_token_end(trial->decode);
+    // The step's length: each sequence's time per token (at batch 1, the
+    // token loop's latency).
+    uint32_t slots = trial->decode.slots_per_step;
     if (!best || slots < best_slots) {
       best = i;
       best_slots = slots;
@@ -392,7 +420,8 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
     }
   }
   if (best)
-    return conclude(config, topo, (*candidates)[*best], std::move(*best_plan));
+    return conclude(config, topo, (*candidates)[*best], std::move(*best_plan),
+                    options.verify);
   return caf::make_error(errc::infeasible, "model " + spec.name +
                                                " does not fit cluster " +
                                                config.name + ": " + overflow);
@@ -450,7 +479,8 @@ caf::expected<replan_result> replan(const cluster_config& config,
     auto sp = scheduled(config, topo, pl, std::move(p));
     if (!sp)
       return sp.error();
-    auto done = conclude(config, topo, pl, std::move(*sp));
+    auto done = conclude(config, topo, pl, std::move(*sp), true,
+                         base.prefill.tokens);
     if (!done)
       return done.error();
     out.result = std::move(*done);

@@ -20,6 +20,8 @@ struct plan_options {
   uint32_t batch = 1;
   uint32_t context = 0;               // 0: the model's max_context
   std::vector<uint32_t> failed_chips; // flat ids
+  bool verify = true; // false: skip the verifier (the verdict stays empty;
+                      // for probes that only ask whether a plan fits)
 };
 
 struct plan_result {

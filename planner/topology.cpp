@@ -50,14 +50,15 @@ int64_t topology::find(uint32_t src, uint32_t dst) const {
   return -1;
 }
 
-const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
+const std::vector<topology::hop_count>& topology::hops_to(uint32_t dst) {
   // BFS over reversed edges from dst; blocked chips and host endpoints get
   // a distance (they may be a route's source) but are not expanded (never
   // relays).
-  auto it = hops_.find(dst);
-  if (it != hops_.end())
-    return it->second;
-  std::vector<uint32_t> hops(node_count(), no_route);
+  if (auto it = hops_.find(dst); it != hops_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.age);
+    return it->second.hops;
+  }
+  std::vector<hop_count> hops(node_count(), no_route);
   std::deque<uint32_t> queue{dst};
   hops[dst] = 0;
   while (!queue.empty()) {
@@ -67,12 +68,21 @@ const std::vector<uint32_t>& topology::hops_to(uint32_t dst) {
       uint32_t u = link_dst(adj_links_[i]);
       if (hops[u] != no_route)
         continue;
-      hops[u] = hops[v] + 1;
+      // Routes longer than the type holds are treated as none.
+      if (hops[v] + 1 >= no_route)
+        continue;
+      hops[u] = static_cast<hop_count>(hops[v] + 1);
       if (!blocked_[u])
         queue.push_back(u);
     }
   }
-  return hops_.emplace(dst, std::move(hops)).first->second;
+  if (hops_.size() >= route_cache_entries) {
+    hops_.erase(lru_.back());
+    lru_.pop_back();
+  }
+  lru_.push_front(dst);
+  return hops_.emplace(dst, cached_hops{std::move(hops), lru_.begin()})
+      .first->second.hops;
 }
 
 void topology::block_relays(const std::vector<uint32_t>& chips) {
@@ -86,6 +96,7 @@ void topology::block_relays(const std::vector<uint32_t>& chips) {
     if (c < chip_count())
       blocked_[c] = true;
   hops_.clear();
+  lru_.clear();
 }
 
 std::string topology::link_name(uint32_t d) const {

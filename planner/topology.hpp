@@ -12,6 +12,7 @@
 #include "planner/cluster_config.hpp"
 
 #include <cstdint>
+#include <list>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -46,10 +47,16 @@ public:
   int64_t find(uint32_t src, uint32_t dst) const;
 
   /// Hops from every node to `dst` on routes that avoid blocked relays and
-  /// host endpoints (no_route if unreachable); node_count() entries.
-  /// Cached per destination.
-  static constexpr uint32_t no_route = 0xFFFFFFFFu;
-  const std::vector<uint32_t>& hops_to(uint32_t dst);
+  /// host endpoints (no_route if unreachable, or farther than 254 hops: no
+  /// cluster routes that far); node_count() entries. Cached per
+  /// destination, the `route_cache_entries` most recently used (a
+  /// 10,440-chip cluster's table is 12 KB a destination, and a plan of
+  /// falcon-180b there routes to ~1,300); the reference is valid until the
+  /// next call.
+  using hop_count = uint8_t;
+  static constexpr hop_count no_route = 0xFF;
+  static constexpr size_t route_cache_entries = 4096;
+  const std::vector<hop_count>& hops_to(uint32_t dst);
 
   /// Whether `node` may relay traffic: never a host endpoint.
   bool may_relay(uint32_t node) const { return !blocked_[node]; }
@@ -65,8 +72,14 @@ private:
   const cluster_config* config_;
   std::vector<uint32_t> adj_offsets_; // CSR: neighbours of node v
   std::vector<uint32_t> adj_links_;   // directed link ids, by neighbour id
-  // Hops to each destination from every node, by BFS; cached.
-  std::unordered_map<uint32_t, std::vector<uint32_t>> hops_;
+  // Hops to each destination from every node, by BFS; the most recently
+  // used destinations are cached (front of lru_ is the newest).
+  struct cached_hops {
+    std::vector<hop_count> hops;
+    std::list<uint32_t>::iterator age;
+  };
+  std::unordered_map<uint32_t, cached_hops> hops_;
+  std::list<uint32_t> lru_;
   std::vector<bool> blocked_; // per node; host endpoints always
 };
 

@@ -2,6 +2,7 @@
 
 #include "tools/cli.hpp"
 
+#include "planner/batch_sweep.hpp"
 #include "planner/critical_path.hpp"
 #include "planner/lower_bound.hpp"
 #include "planner/plan_cache.hpp"
@@ -71,8 +72,10 @@ nlohmann::json work_json(const planner::step_work& w) {
           {"cpu_transfers", w.cpu_transfers}};
 }
 
-nlohmann::json predicted_json(const planner::predictions& p) {
+nlohmann::json predicted_json(const planner::predictions& p,
+                              uint32_t max_batch) {
   return {{"token_latency_us", p.token_latency_us},
+          {"max_batch", max_batch},
           {"tokens_per_s_per_user", p.tokens_per_s_per_user},
           {"aggregate_tokens_per_s", p.aggregate_tokens_per_s},
           {"ttft_ms", p.ttft_ms},
@@ -92,53 +95,16 @@ nlohmann::json predicted_json(const planner::predictions& p) {
 int run_sweep(const planner::cluster_config& config,
               const model::model_spec& spec, uint32_t context,
               const std::string& format) {
-  struct point {
-    uint32_t batch;
-    planner::plan_result r;
-  };
-  std::vector<point> points;
-  auto plan_at = [&](uint32_t b) -> caf::expected<std::optional<point>> {
-    auto r = planner::make_plan(config, spec, {b, context, {}});
-    if (r)
-      return point{b, std::move(*r)};
-    if (r.error() == planner::errc::infeasible)
-      return std::optional<point>{};
-    return r.error();
-  };
-  uint32_t fits = 0, fails = 0;
-  constexpr uint32_t max_batch = 4096; // plan --batch's own limit
-  for (uint32_t b = 1; b <= max_batch; b *= 2) {
-    auto p = plan_at(b);
-    if (!p)
-      return fail_with(p.error());
-    if (!*p) {
-      fails = b;
-      break;
-    }
-    fits = b;
-    points.push_back(std::move(**p));
-  }
-  if (fits == 0)
+  auto sweep = planner::sweep_batch(config, spec, {1, context, {}}, 1, true);
+  if (!sweep)
+    return fail_with(sweep.error());
+  if (sweep->max_batch == 0)
     return fail_with(caf::make_error(
         planner::errc::infeasible,
         spec.name + " does not fit " + config.name + " even at batch 1 "
         "(context " + std::to_string(context) + ")"));
-  // Bisect (fits, fails): the largest batch that fits.
-  std::optional<point> best;
-  while (fails != 0 && fails - fits > 1) {
-    uint32_t mid = fits + (fails - fits) / 2;
-    auto p = plan_at(mid);
-    if (!p)
-      return fail_with(p.error());
-    if (*p) {
-      fits = mid;
-      best = std::move(**p);
-    } else {
-      fails = mid;
-    }
-  }
-  if (best)
-    points.push_back(std::move(*best));
+  uint32_t fits = sweep->max_batch;
+  const auto& points = sweep->points;
   if (format == "json") {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& [b, r] : points) {
@@ -161,7 +127,7 @@ int run_sweep(const planner::cluster_config& config,
   }
   std::printf("%s on %s, context %u: largest batch that fits %u%s\n",
               spec.name.c_str(), config.name.c_str(), context, fits,
-              fails == 0 ? " (plan --batch's limit)" : "");
+              sweep->at_limit ? " (plan --batch's limit)" : "");
   std::printf("%6s %14s %14s %16s %6s %6s\n", "batch", "latency us",
               "tok/s/user", "tok/s aggregate", "mbs", "chips");
   for (const auto& [b, r] : points) {
@@ -261,6 +227,12 @@ int run_plan(const plan_cli_options& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
           .count();
   const auto& p = result.p;
+  // The largest batch this (model, cluster, context) fits by the
+  // placement's estimate (exact plans: --sweep-batch), failed chips left
+  // out as a fresh plan would.
+  uint32_t max_batch = std::max(
+      p.batch, planner::estimated_max_batch(*config, *spec,
+                                            {p.batch, context, p.failed_chips}));
   auto path = planner::critical_path_of(p, *config);
   auto bound = planner::token_latency_bound(*config, p);
   auto work = planner::step_work_of(p, *config);
@@ -324,7 +296,7 @@ int run_plan(const plan_cli_options& o) {
                      {"compile_s", compile_s},
                      {"plan_hash", hash},
                      {"cache", cache_state},
-                     {"predicted", predicted_json(p.predicted)},
+                     {"predicted", predicted_json(p.predicted, max_batch)},
                      {"critical_path", critical_json(path)},
                      {"lower_bound", bound_json(bound)},
                      {"step_work", work_json(work)},
@@ -368,6 +340,9 @@ int run_plan(const plan_cli_options& o) {
                 path.total_us(), path.compute_us, path.op_overhead_us,
                 path.link_latency_us, path.link_bytes_us, path.rounding_us,
                 path.ops, path.hops);
+    std::printf("batch      up to %u sequences fit at context %u by the "
+                "placement's estimate (--sweep-batch: exact plans)\n",
+                max_batch, p.context);
     std::printf("bound      %.1f us = compute %.1f + op overhead %.1f + link "
                 "latency %.1f + link bytes %.1f + slot rounding %.1f (layers "
                 "on >= %u chips by SRAM; %u of %u split %u ways, >= %u hops "

@@ -5,10 +5,11 @@
 
 namespace lockstep::planner::detail {
 
-bool overlaps_modulo(std::vector<std::pair<uint32_t, uint32_t>> intervals,
+bool overlaps_modulo(const std::vector<std::pair<uint32_t, uint32_t>>& intervals,
                      uint32_t period) {
   // Fold every interval onto [0, period); one that wraps becomes two.
   std::vector<std::pair<uint64_t, uint64_t>> folded;
+  folded.reserve(intervals.size() + 1);
   for (auto [start, duration] : intervals) {
     if (duration > period)
       return true;
@@ -80,10 +81,13 @@ uint32_t pipeline_period(const step_program& prog, uint32_t chip_count) {
     for (const auto& [key, list] : *m)
       if (spans_more(list, period))
         watch.push_back(&list);
+  // Try periods upward; a list that clashes at p likely clashes at p + 1
+  // too, so it moves to the front (the answer is the same, found sooner).
   for (auto p = static_cast<uint32_t>(period); p < length; ++p) {
     bool clash = false;
-    for (const auto* list : watch)
-      if (spans_more(*list, p) && overlaps_modulo(*list, p)) {
+    for (size_t i = 0; i < watch.size(); ++i)
+      if (spans_more(*watch[i], p) && overlaps_modulo(*watch[i], p)) {
+        std::rotate(watch.begin(), watch.begin() + i, watch.begin() + i + 1);
         clash = true;
         break;
       }

@@ -37,7 +37,7 @@ uint32_t pipeline_period(const step_program& prog, uint32_t chip_count);
 
 /// Whether intervals [start, start + duration) repeated every `period`
 /// slots overlap each other (or themselves).
-bool overlaps_modulo(std::vector<std::pair<uint32_t, uint32_t>> intervals,
+bool overlaps_modulo(const std::vector<std::pair<uint32_t, uint32_t>>& intervals,
                      uint32_t period);
 
 } // namespace lockstep::planner::detail

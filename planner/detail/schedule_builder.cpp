@@ -260,6 +260,8 @@ private:
   caf::expected<std::vector<avail>>
   all_gather(const group_view& v, const std::vector<avail>& slices,
              uint32_t rows, uint32_t mb, bool only_first = false);
+  caf::error group_step(size_t g, const group_view& v, const avail& x0,
+                        std::vector<avail>& slices, uint32_t mb);
   caf::expected<std::vector<avail>> layer_step(uint32_t l, const group_view& v,
                                                std::vector<avail> full,
                                                uint32_t rows, uint32_t mb,
@@ -670,6 +672,63 @@ caf::expected<uint32_t> builder::head(uint32_t mb, const avail& x) {
                 {{seqs, 0, 0, 1, true}});
 }
 
+// Micro-batch `mb` through layer group `g`: x arrives (from the first
+// root `x0` for group 0, else as `slices` of the previous group), the
+// group's layers run, and `slices` become this group's output slices.
+caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
+                               std::vector<avail>& slices, uint32_t mb) {
+  const auto& pl = *in_.place;
+  uint32_t rows = p_.rows(mb);
+  std::vector<avail> full(v.k);
+  if (g == 0) {
+    for (uint32_t i = 0; i < v.k; ++i) {
+      auto moved = move_to(x0, v.at(0, i), model::global_layer, mb);
+      if (!moved)
+        return moved.error();
+      // x is read twice (the op and the residual): hold it locally.
+      full[i] = v.k > 1 ? materialise(*moved, model::global_layer, mb)
+                        : *moved;
+    }
+  } else {
+    std::vector<avail> in(v.k);
+    for (uint32_t i = 0; i < v.k; ++i) {
+      auto moved = send(slices[i], v.at(0, i), model::global_layer, mb);
+      if (!moved)
+        return moved.error();
+      full[i] = *moved;
+      if (v.k > 1) // held locally for the all-gather
+        in[i] = materialise(full[i], model::global_layer, mb);
+    }
+    if (v.k > 1) {
+      auto f = all_gather(v, in, rows, mb);
+      if (!f)
+        return f.error();
+      full = std::move(*f);
+    }
+  }
+  auto first = static_cast<uint32_t>(g * pl.layers_per_group);
+  auto last = std::min<uint32_t>(
+      s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
+  for (uint32_t l = first; l < last; ++l) {
+    if (l > first) {
+      if (v.k == 1) {
+        full = slices;
+      } else {
+        auto f = all_gather(v, slices, rows, mb);
+        if (!f)
+          return f.error();
+        full = std::move(*f);
+      }
+    }
+    bool final_layer = g + 1 == pl.groups.size() && l + 1 == last;
+    auto next = layer_step(l, v, full, rows, mb, final_layer);
+    if (!next)
+      return next.error();
+    slices = std::move(*next);
+  }
+  return {};
+}
+
 caf::error builder::run() {
   const auto& pl = *in_.place;
   uint32_t mbs = in_.micro_batches;
@@ -687,72 +746,48 @@ caf::error builder::run() {
       feeds[mb] = add_op(op_kind::feed, in_.sampler, model::global_layer, mb,
                          {double(p_.rows(mb)) * 16, 0}, {},
                          {{p_.rows(mb), 0, 0, 1, true}});
-  for (uint32_t mb = 0; mb < mbs; ++mb) {
-    if (feeds[mb] == no_id)
-      continue;
-    uint32_t rows = p_.rows(mb);
+  // Then stage by stage: every micro-batch's embedding, the layer groups,
+  // every micro-batch's head. Micro-batch m+1 takes group g's chips right
+  // after micro-batch m leaves them, while m moves on to group g+1: the
+  // micro-batches pipeline through the groups within the step. (Booked micro-batch by micro-batch, m+1
+  // waited for every relay and forward of m's token loop, including the
+  // logits that cross the first groups' chips on their way to host 0.)
+  std::vector<uint32_t> active;
+  for (uint32_t mb = 0; mb < mbs; ++mb)
+    if (feeds[mb] != no_id)
+      active.push_back(mb);
+  std::vector<avail> x0(mbs);
+  for (uint32_t mb : active) {
     auto x = embedding(mb, feeds[mb]);
     if (!x)
       return x.error();
-    // x enters each group on every chip: the first root sends it to the
-    // first group; later, chip i of a group hands its slice of the previous
-    // group's output to chip i of the next, which all-gathers.
-    std::vector<avail> slices; // per chip of the previous group
-    for (size_t g = 0; g < pl.groups.size(); ++g) {
-      auto v = view_of(pl.groups[g]);
-      std::vector<avail> full(v.k);
-      if (g == 0) {
-        for (uint32_t i = 0; i < v.k; ++i) {
-          auto moved = move_to(*x, v.at(0, i), model::global_layer, mb);
-          if (!moved)
-            return moved.error();
-          // x is read twice (the op and the residual): hold it locally.
-          full[i] = v.k > 1 ? materialise(*moved, model::global_layer, mb)
-                            : *moved;
-        }
-      } else {
-        std::vector<avail> in(v.k);
-        for (uint32_t i = 0; i < v.k; ++i) {
-          auto moved = send(slices[i], v.at(0, i), model::global_layer, mb);
-          if (!moved)
-            return moved.error();
-          full[i] = *moved;
-          if (v.k > 1) // held locally for the all-gather
-            in[i] = materialise(full[i], model::global_layer, mb);
-        }
-        if (v.k > 1) {
-          auto f = all_gather(v, in, rows, mb);
-          if (!f)
-            return f.error();
-          full = std::move(*f);
-        }
-      }
-      auto first = static_cast<uint32_t>(g * pl.layers_per_group);
-      auto last = std::min<uint32_t>(
-          s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
-      for (uint32_t l = first; l < last; ++l) {
-        if (l > first) {
-          if (v.k == 1) {
-            full = slices;
-          } else {
-            auto f = all_gather(v, slices, rows, mb);
-            if (!f)
-              return f.error();
-            full = std::move(*f);
-          }
-        }
-        bool final_layer = g + 1 == pl.groups.size() && l + 1 == last;
-        auto next = layer_step(l, v, full, rows, mb, final_layer);
-        if (!next)
-          return next.error();
-        slices = std::move(*next);
-      }
+    x0[mb] = *x;
+  }
+  // x enters each group on every chip: the first root sends it to the
+  // first group; later, chip i of a group hands its slice of the previous
+  // group's output to chip i of the next, which all-gathers.
+  // Booked by wavefront (micro-batch i in group t - i): what runs at about
+  // the same time is booked together, since chips and links are booked at
+  // the end of what they already hold (no backfilling).
+  std::vector<std::vector<avail>> slices(mbs); // per chip of the last group
+  auto groups = pl.groups.size();
+  for (size_t t = 0; t + 1 < groups + active.size(); ++t)
+    for (size_t i = 0; i < active.size() && i <= t; ++i) {
+      size_t g = t - i;
+      if (g >= groups)
+        continue;
+      uint32_t mb = active[i];
+      if (auto err = group_step(g, view_of(pl.groups[g]), x0[mb], slices[mb],
+                                mb))
+        return err;
     }
+  for (uint32_t mb : active) {
+    uint32_t rows = p_.rows(mb);
     avail last_x;
     if (auto v = view_of(pl.groups.back()); v.k == 1) {
-      last_x = slices[0];
+      last_x = slices[mb][0];
     } else {
-      auto f = all_gather(v, slices, rows, mb, /*only_first=*/true);
+      auto f = all_gather(v, slices[mb], rows, mb, /*only_first=*/true);
       if (!f)
         return f.error();
       last_x = (*f)[0];

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -112,6 +113,68 @@ TEST(cluster_config, groq_dragonfly_matches_the_published_shape) {
   // The spare node of rack 0 is node 8: chips 64..71.
   EXPECT_EQ(c->spares.front(), 64u);
   EXPECT_EQ(c->transport.mode, transport::slot_mode::logical);
+}
+
+// Groq's public design: 7 local links (the node) and 4 global ones a chip,
+// which serve the rack's nodes and other racks alike. No shipped groq
+// config gives a chip more.
+TEST(cluster_config, groq_chips_have_seven_local_and_four_global_links) {
+  for (auto name : {"groq-64", "groq-576", "groq-1512", "groq-10440"}) {
+    auto c = load_cluster_config(config_path(name));
+    ASSERT_TRUE(c) << render(c.error());
+    std::vector<uint32_t> local(c->chip_count()), global(c->chip_count());
+    for (const auto& l : c->links) {
+      if (!c->is_chip_link(l))
+        continue;
+      bool same_node = l.a / c->chips_per_node == l.b / c->chips_per_node;
+      ++(same_node ? local : global)[l.a];
+      ++(same_node ? local : global)[l.b];
+    }
+    EXPECT_EQ(*std::min_element(local.begin(), local.end()), 7u) << name;
+    EXPECT_EQ(*std::max_element(local.begin(), local.end()), 7u) << name;
+    EXPECT_LE(*std::max_element(global.begin(), global.end()), 4u) << name;
+  }
+}
+
+// rack_wiring: node_mesh joins every two nodes of a rack by exactly one
+// link, one per chip; it needs one rack port and nodes_per_rack - 1 ==
+// chips_per_node, and says so.
+TEST(cluster_config, node_mesh_joins_every_two_nodes_of_a_rack_once) {
+  auto groq = text_of(config_path("groq-576"));
+  auto mesh = replace(replace(replace(groq, "  rack_wiring: same_index\n",
+                                      "  rack_wiring: node_mesh\n"),
+                              "rack_ports_per_chip: 2",
+                              "rack_ports_per_chip: 1"),
+                      "global_ports_per_chip: 2", "global_ports_per_chip: 3");
+  auto c = parse_cluster_config(mesh, "test.yaml");
+  ASSERT_TRUE(c) << render(c.error());
+  uint32_t cpn = c->chips_per_node, per_rack = cpn * 9;
+  std::map<std::pair<uint32_t, uint32_t>, int> node_pairs;
+  std::vector<int> rack_links(c->chip_count());
+  for (const auto& l : c->links) {
+    if (!c->is_chip_link(l) || l.a / per_rack != l.b / per_rack ||
+        l.a / cpn == l.b / cpn)
+      continue;
+    ++node_pairs[{l.a / cpn, l.b / cpn}];
+    ++rack_links[l.a];
+    ++rack_links[l.b];
+  }
+  EXPECT_EQ(node_pairs.size(), 8u * 36); // 8 racks x C(9, 2) node pairs
+  for (const auto& [pair, n] : node_pairs)
+    EXPECT_EQ(n, 1) << pair.first << "-" << pair.second;
+  EXPECT_EQ(*std::min_element(rack_links.begin(), rack_links.end()), 1);
+  EXPECT_EQ(*std::max_element(rack_links.begin(), rack_links.end()), 1);
+  auto wrong = error_of(replace(mesh, "rack_ports_per_chip: 1",
+                                "rack_ports_per_chip: 2"));
+  EXPECT_NE(wrong.find("topology.rack_wiring: node_mesh needs "
+                       "rack_ports_per_chip: 1"),
+            std::string::npos)
+      << wrong;
+  auto typo = error_of(replace(mesh, "  rack_wiring: node_mesh\n",
+                               "  rack_wiring: mesh\n"));
+  EXPECT_NE(typo.find("'mesh' is not same_index or node_mesh"),
+            std::string::npos)
+      << typo;
 }
 
 TEST(cluster_config, explicit_form_and_transport_section) {
@@ -427,7 +490,7 @@ TEST(cluster_config, disconnected_topologies_are_rejected_naming_two_chips) {
   auto racks = error_of(replace(
       replace(replace(replace(groq, "chips_per_node: 8", "chips_per_node: 1"),
                       "nodes_per_rack: 9", "nodes_per_rack: 1"),
-              "global_ports_per_chip: 4", "global_ports_per_chip: 1"),
+              "global_ports_per_chip: 0", "global_ports_per_chip: 1"),
       "racks: 1\n  spare_nodes_per_rack: 1",
       "racks: 3\n  spare_nodes_per_rack: 0\n  global_link: c2c"));
   EXPECT_NE(racks.find("chip h0.c0 cannot reach h1.c0 over chip-to-chip links "

@@ -157,6 +157,21 @@ TEST(lower_bound, whole_layers_on_a_chip_are_bounded_too) {
               r.built, r.fit, r.best_us, b.total_us, r.best_us / b.total_us);
 }
 
+// Four nodes of three chips: a power-of-two group wider than a node cannot
+// take whole nodes, so the planner keeps groups inside nodes (it crashed
+// building a 4-chip group over nodes of 3). The plan verifies and stays
+// above the bound.
+TEST(lower_bound, nodes_of_three_chips_plan_verified_above_it) {
+  auto yaml = two_nodes("2.6e6", "");
+  yaml.replace(yaml.find("hosts: 2"), 8, "hosts: 4");
+  auto c = parse(yaml);
+  auto r = test::make(c, "tiny-8", {1, 128, {}});
+  EXPECT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
+  EXPECT_LE(r.p.tp_degree, 3u);
+  EXPECT_GE(r.p.predicted.token_latency_us,
+            r.p.predicted.lower_bound_token_latency_us);
+}
+
 // SRAM forces the degree; a farther topology (a chip's group spans hops)
 // raises the bound; so does a slower link; more context means more KV.
 TEST(lower_bound, its_terms_follow_sram_topology_and_links) {
