@@ -51,38 +51,61 @@ int64_t topology::find(uint32_t src, uint32_t dst) const {
 }
 
 const std::vector<topology::hop_count>& topology::hops_to(uint32_t dst) {
-  // BFS over reversed edges from dst; blocked chips and host endpoints get
-  // a distance (they may be a route's source) but are not expanded (never
-  // relays).
-  if (auto it = hops_.find(dst); it != hops_.end()) {
+  return search(dst, no_node);
+}
+
+const std::vector<topology::hop_count>& topology::hops_near(uint32_t dst,
+                                                             uint32_t src) {
+  return search(dst, src);
+}
+
+const std::vector<topology::hop_count>& topology::search(uint32_t dst,
+                                                          uint32_t src) {
+  auto it = hops_.find(dst);
+  if (it != hops_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.age);
-    return it->second.hops;
-  }
-  std::vector<hop_count> hops(node_count(), no_route);
-  std::deque<uint32_t> queue{dst};
-  hops[dst] = 0;
-  while (!queue.empty()) {
-    auto v = queue.front();
-    queue.pop_front();
-    for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
-      uint32_t u = link_dst(adj_links_[i]);
-      if (hops[u] != no_route)
-        continue;
-      // Routes longer than the type holds are treated as none.
-      if (hops[v] + 1 >= no_route)
-        continue;
-      hops[u] = static_cast<hop_count>(hops[v] + 1);
-      if (!blocked_[u])
-        queue.push_back(u);
+  } else {
+    if (hops_.size() >= route_cache_entries) {
+      hops_.erase(lru_.back());
+      lru_.pop_back();
     }
+    lru_.push_front(dst);
+    cached_hops fresh;
+    fresh.hops.assign(node_count(), no_route);
+    fresh.hops[dst] = 0;
+    fresh.frontier = {dst};
+    fresh.age = lru_.begin();
+    it = hops_.emplace(dst, std::move(fresh)).first;
   }
-  if (hops_.size() >= route_cache_entries) {
-    hops_.erase(lru_.back());
-    lru_.pop_back();
+  auto& e = it->second;
+  // BFS over reversed edges from dst, a level at a time; blocked chips and
+  // host endpoints get a distance (they may be a route's source) but are
+  // not expanded (never relays). dst itself is always expanded.
+  auto done = [&] {
+    return src != no_node && e.hops[src] != no_route &&
+           e.depth >= uint32_t{e.hops[src]} + 1;
+  };
+  std::vector<uint32_t> next;
+  while (!e.frontier.empty() && !done()) {
+    // Routes longer than the type holds are treated as none.
+    if (e.depth + 1 >= no_route) {
+      e.frontier.clear();
+      break;
+    }
+    next.clear();
+    for (auto v : e.frontier)
+      for (auto i = adj_offsets_[v]; i < adj_offsets_[v + 1]; ++i) {
+        uint32_t u = link_dst(adj_links_[i]);
+        if (e.hops[u] != no_route)
+          continue;
+        e.hops[u] = static_cast<hop_count>(e.depth + 1);
+        if (!blocked_[u])
+          next.push_back(u);
+      }
+    ++e.depth;
+    e.frontier.swap(next);
   }
-  lru_.push_front(dst);
-  return hops_.emplace(dst, cached_hops{std::move(hops), lru_.begin()})
-      .first->second.hops;
+  return e.hops;
 }
 
 void topology::block_relays(const std::vector<uint32_t>& chips) {

@@ -51,12 +51,19 @@ public:
   /// cluster routes that far); node_count() entries. Cached per
   /// destination, the `route_cache_entries` most recently used (a
   /// 10,440-chip cluster's table is 12 KB a destination, and a plan of
-  /// falcon-180b there routes to ~1,300); the reference is valid until the
-  /// next call.
+  /// falcon-180b there routes to ~2,500); the reference is valid until the
+  /// next call of hops_to() or hops_near().
   using hop_count = uint8_t;
   static constexpr hop_count no_route = 0xFF;
   static constexpr size_t route_cache_entries = 4096;
   const std::vector<hop_count>& hops_to(uint32_t dst);
+
+  /// The same table, exact for every node at most hops(src, dst) + 1 hops
+  /// from `dst`; farther nodes may read no_route (a route search from src
+  /// never needs them). The breadth-first search stops there, and resumes
+  /// when a later call needs more: most routes stay inside a rack, so
+  /// this touches hundreds of nodes, not the cluster.
+  const std::vector<hop_count>& hops_near(uint32_t dst, uint32_t src);
 
   /// Whether `node` may relay traffic: never a host endpoint.
   bool may_relay(uint32_t node) const { return !blocked_[node]; }
@@ -75,9 +82,15 @@ private:
   // Hops to each destination from every node, by BFS; the most recently
   // used destinations are cached (front of lru_ is the newest).
   struct cached_hops {
-    std::vector<hop_count> hops;
+    std::vector<hop_count> hops;   // exact up to `depth`
+    std::vector<uint32_t> frontier; // nodes at `depth` still to expand
+    uint32_t depth = 0;
     std::list<uint32_t>::iterator age;
   };
+  // The entry of `dst`, searched until `src` is known and one hop beyond
+  // (src == no_node: to the end).
+  static constexpr uint32_t no_node = 0xFFFFFFFFu;
+  const std::vector<hop_count>& search(uint32_t dst, uint32_t src);
   std::unordered_map<uint32_t, cached_hops> hops_;
   std::list<uint32_t> lru_;
   std::vector<bool> blocked_; // per node; host endpoints always

@@ -291,7 +291,7 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
     return {};
   if (auto d = topo_.find(src, dst); d >= 0)
     return {static_cast<uint32_t>(d)}; // one hop: the only route that short
-  const auto& hops = topo_.hops_to(dst);
+  const auto& hops = topo_.hops_near(dst, src);
   if (hops[src] == topology::no_route) {
     ok = false;
     return {};

@@ -476,6 +476,34 @@ TEST(cluster_config, routes_never_relay_through_a_host_endpoint) {
     EXPECT_FALSE(tm.may_relay(m->host_node(h)));
 }
 
+// The route search's table: searched only as far as a route from src
+// needs (its distance + 1), exact there, and the same as the whole table
+// however the searches interleave (they resume a destination's search).
+TEST(cluster_config, route_tables_are_exact_as_far_as_a_route_needs) {
+  auto c = load_cluster_config(config_path("groq-576"));
+  ASSERT_TRUE(c);
+  topology whole{*c}, near{*c};
+  std::vector<uint32_t> blocked(c->spares.begin(), c->spares.end());
+  whole.block_relays(blocked);
+  near.block_relays(blocked);
+  uint32_t checked = 0;
+  for (uint32_t dst : {0u, 5u, 130u, 300u, 575u})
+    for (uint32_t src : {1u, 9u, 75u, 200u, 440u, 575u}) {
+      auto full = whole.hops_to(dst); // a copy: the next call may evict
+      const auto& part = near.hops_near(dst, src);
+      ASSERT_NE(full[src], topology::no_route);
+      EXPECT_EQ(part[src], full[src]) << src << " -> " << dst;
+      for (uint32_t v = 0; v < c->node_count(); ++v)
+        if (full[v] <= full[src] + 1) {
+          EXPECT_EQ(part[v], full[v]) << v << " -> " << dst;
+          ++checked;
+        }
+    }
+  EXPECT_GT(checked, 1000u);
+  auto whole0 = whole.hops_to(0);
+  EXPECT_EQ(near.hops_to(0), whole0); // resumed to the end
+}
+
 TEST(cluster_config, disconnected_topologies_are_rejected_naming_two_chips) {
   auto groq = text_of(config_path("groq-64"));
   auto dragonfly = error_of(
