@@ -23,8 +23,9 @@
 
 namespace lockstep::planner {
 
-inline constexpr uint32_t planner_version = 5; // 4: no dead last-layer roots
+inline constexpr uint32_t planner_version = 6; // 4: no dead last-layer roots
                                                // 5: micro-batches booked by wavefront
+                                               // 6: LM head first, on host 0
 inline constexpr uint32_t no_id = 0xFFFFFFFFu;
 
 /// A weight shard placed in a chip's SRAM: the elements row-major from
