@@ -391,17 +391,25 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   // decides. Of the best-estimated candidates, keep the one whose decode
   // step is fastest among those whose every chip fits its SRAM; if none of
   // them fits, the first one further down that fits.
+  // Up to 6 shapes (degree, layers a group, split), each possibly with
+  // its head first and last (detail::place_candidates).
   constexpr size_t exact_trials = 6;
   std::string overflow;
   std::optional<size_t> best;
   std::optional<plan> best_plan;
   uint32_t best_slots = 0;
+  size_t shapes = 0;
   for (size_t i = 0; i < candidates->size(); ++i) {
-    // Estimates within 1.5x of the best are worth an exact schedule.
-    if (best && (i >= exact_trials || (*candidates)[i].estimate_s >
-                                          1.5 * candidates->front().estimate_s))
-      break;
     const auto& pl = (*candidates)[i];
+    bool new_shape = i == 0 || pl.tp_degree != (*candidates)[i - 1].tp_degree ||
+                     pl.layers_per_group !=
+                         (*candidates)[i - 1].layers_per_group ||
+                     pl.aligned_splits != (*candidates)[i - 1].aligned_splits;
+    shapes += new_shape;
+    // Estimates within 1.5x of the best are worth an exact schedule.
+    if (best && (shapes > exact_trials ||
+                 pl.estimate_s > 1.5 * candidates->front().estimate_s))
+      break;
     auto trial = scheduled(config, topo, pl, p);
     if (!trial)
       return trial.error();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace lockstep::planner::detail {
 
@@ -272,27 +273,25 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
   });
   std::vector<placement> out;
   for (const auto& c : choices) {
-    placement p;
-    p.tp_degree = c.k;
-    p.layers_per_group = c.m;
-    p.aligned_splits = c.aligned;
-    p.estimate_s = c.estimate_s;
     // Groups take consecutive chips from a node boundary, so groups of <=
     // chips_per_node chips sit inside one node (the exchange all-reduce
-    // needs direct links). On real chips the embedding and LM-head slices
-    // come first (the head on host 0's chips, then the embedding, the
-    // groups from the next node boundary) when they fit one node and the
-    // groups still fit after them: the sampler (host 0's endpoint) then
-    // feeds them and takes their logits over its own host links, where
-    // from the far end of the layout the logits (vocab x 4 bytes) crossed
-    // chips hop by hop (llama-3-8b on groq-64: 27 of 179 us). Otherwise
-    // (or on a shared machine, whose host links are memory copies) they
-    // take the chips after the groups. (falcon-180b's 5 + 5 would span two
-    // nodes: placed first, its token was 2% faster on groq-1512, but its
-    // plan on groq-10440 took 3 s instead of 1.6 s, so they stay last.)
+    // needs direct links). The embedding and LM-head slices take the chips
+    // after the groups, or, on real chips, come first: the head on host 0's
+    // chips, then the embedding, the groups from the next node boundary,
+    // when they fit one node and the groups still fit after it. The
+    // sampler (host 0's endpoint) then feeds them and takes their logits
+    // over its own host links; from the far end of the layout the logits
+    // (vocab x 4 bytes) cross chips hop by hop (llama-3-8b on groq-64: 27
+    // of 179 us). But x then crosses the cluster to reach the head, and
+    // its relays need arena space chips near their SRAM limit may lack
+    // (llama-2-70b on groq-576 at batch 2 fits only at k = 16 that way),
+    // so both are candidates, head first tried first, and the exact
+    // schedule decides. (On a shared machine host links are memory copies:
+    // the head stays last. falcon-180b's 5 + 5 would span two nodes:
+    // placed first, its token was 2% faster on groq-1512, but its plan on
+    // groq-10440 took 3 s instead of 1.6 s, so they stay last.)
     uint32_t cpn = std::max(config.chips_per_node, 1u);
-    size_t first_group = 0;
-    bool ends_first = false;
+    std::optional<size_t> first_group;
     if (config.machine_cores == 0 && c.e + c.h <= cpn &&
         c.e + c.h <= available.size() && c.h > 0) {
       uint32_t last_head = available[c.h - 1];
@@ -302,26 +301,32 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
                                    boundary) -
                   available.begin();
       bool on_host0 = last_head < config.chips_per_host.front();
-      if (on_host0 && at + size_t{c.groups} * c.k <= available.size()) {
-        ends_first = true;
+      if (on_host0 && at + size_t{c.groups} * c.k <= available.size())
         first_group = at;
+    }
+    for (bool ends_first : {true, false}) {
+      if (ends_first && !first_group)
+        continue;
+      placement p;
+      p.tp_degree = c.k;
+      p.layers_per_group = c.m;
+      p.aligned_splits = c.aligned;
+      p.estimate_s = c.estimate_s;
+      size_t next = ends_first ? c.h : size_t{c.groups} * c.k;
+      for (uint32_t i = 0; i < c.e; ++i)
+        p.embed_chips.push_back(available[next++]);
+      next = ends_first ? 0 : next;
+      for (uint32_t i = 0; i < c.h; ++i)
+        p.head_chips.push_back(available[next++]);
+      next = ends_first ? *first_group : 0;
+      for (uint32_t g = 0; g < c.groups; ++g) {
+        std::vector<uint32_t> chips;
+        for (uint32_t i = 0; i < c.k; ++i)
+          chips.push_back(available[next++]);
+        p.groups.push_back(std::move(chips));
       }
+      out.push_back(std::move(p));
     }
-    // The LM head first (host 0's chips), then the embedding.
-    size_t next = ends_first ? c.h : size_t{c.groups} * c.k;
-    for (uint32_t i = 0; i < c.e; ++i)
-      p.embed_chips.push_back(available[next++]);
-    next = ends_first ? 0 : next;
-    for (uint32_t i = 0; i < c.h; ++i)
-      p.head_chips.push_back(available[next++]);
-    next = first_group;
-    for (uint32_t g = 0; g < c.groups; ++g) {
-      std::vector<uint32_t> chips;
-      for (uint32_t i = 0; i < c.k; ++i)
-        chips.push_back(available[next++]);
-      p.groups.push_back(std::move(chips));
-    }
-    out.push_back(std::move(p));
   }
   return out;
 }
