@@ -36,6 +36,19 @@ TEST(plan_cli, json_has_the_documented_keys) {
                    "lower_bound_token_latency_us"})
     EXPECT_GT(j["predicted"][key].get<double>(), 0.0) << key;
   EXPECT_EQ(j["replanned"][0]["failed"], "h0.c3");
+  // The largest batch (placement estimate; llama-2-70b at 2,048 tokens
+  // fits more than one), and the bound's terms, which add up to its chain.
+  EXPECT_GE(j["predicted"]["max_batch"].get<int>(), 2);
+  const auto& b = j["lower_bound"];
+  EXPECT_DOUBLE_EQ(b["total_us"].get<double>(),
+                   j["predicted"]["lower_bound_token_latency_us"].get<double>());
+  EXPECT_NEAR(b["compute_us"].get<double>() + b["op_overhead_us"].get<double>() +
+                  b["link_latency_us"].get<double>() +
+                  b["link_bytes_us"].get<double>() +
+                  b["slot_rounding_us"].get<double>(),
+              b["chain_us"].get<double>(), 1e-6);
+  EXPECT_GE(b["min_tp_degree"].get<int>(), 2);
+  EXPECT_EQ(b["largest_clique"], 8);
   std::ifstream in{trace};
   auto t = nlohmann::json::parse(in);
   EXPECT_GT(t["traceEvents"].size(), 100u);
