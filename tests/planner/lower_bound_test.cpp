@@ -68,8 +68,9 @@ struct search_result {
 // Every placement the planner can express on `c`: each candidate shape
 // (tensor-parallel degree, split style, layers per group, embedding and
 // head slices) with its chips in every order of the available chips.
-search_result search(const cluster_config& c, const model::model_spec& spec,
-                     plan_options o, double bound_us) {
+search_result search(const char* name, const cluster_config& c,
+                     const model::model_spec& spec, plan_options o,
+                     double bound_us) {
   std::vector<uint32_t> chips(c.chip_count());
   std::iota(chips.begin(), chips.end(), 0u);
   auto shapes = detail::place_candidates(spec, c, o.batch, o.context, chips);
@@ -106,6 +107,10 @@ search_result search(const cluster_config& c, const model::model_spec& spec,
       }
     }
   } while (std::next_permutation(order.begin(), order.end()));
+  std::printf("%s: %zu placements, %zu fit; best %.1f us (%s), bound %.1f "
+              "us, ratio %.3f\n",
+              name, out.built, out.fit, out.best_us, out.best.c_str(),
+              bound_us, out.best_us / bound_us);
   return out;
 }
 
@@ -116,18 +121,14 @@ TEST(lower_bound, no_placement_on_two_nodes_beats_it) {
   auto b = token_latency_bound(c, spec, o.batch, o.context, {});
   EXPECT_EQ(b.min_tp_degree, 2u);
   EXPECT_EQ(b.clique, 3u);
-  auto r = search(c, spec, o, b.total_us);
+  auto r = search("two nodes", c, spec, o, b.total_us);
   EXPECT_EQ(r.built % 720, 0u);
   EXPECT_GT(r.fit, 0u);
   EXPECT_GE(r.best_us, b.total_us) << r.best;
   RecordProperty("best_over_bound", std::to_string(r.best_us / b.total_us));
-  std::printf("two nodes: %zu placements, %zu fit; best %.1f us (%s), bound "
-              "%.1f us, ratio %.3f\n",
-              r.built, r.fit, r.best_us, r.best.c_str(), b.total_us,
-              r.best_us / b.total_us);
 }
 
-// The same on a shared machine of 2 cores: ops queue for the cores, and the
+// The same on a machine whose chips share 1 core: ops queue for it, and the
 // bound charges the sum of a layer's ops over the cores.
 TEST(lower_bound, no_placement_on_a_shared_machine_beats_it) {
   auto c = parse(two_nodes("2.6e6", "machine:\n  cores: 1\n"));
@@ -135,11 +136,7 @@ TEST(lower_bound, no_placement_on_a_shared_machine_beats_it) {
   plan_options o{2, 64, {}};
   auto b = token_latency_bound(c, spec, o.batch, o.context, {});
   EXPECT_GT(b.shared_work_us, 0);
-  auto r = search(c, spec, o, b.total_us);
-  EXPECT_GT(r.fit, 0u);
-  std::printf("shared machine: %zu placements, %zu fit; best %.1f us, bound "
-              "%.1f us, ratio %.3f\n",
-              r.built, r.fit, r.best_us, b.total_us, r.best_us / b.total_us);
+  EXPECT_GT(search("shared machine", c, spec, o, b.total_us).fit, 0u);
 }
 
 // Layers that fit a chip: the bound's cheapest way keeps them whole, and
@@ -150,11 +147,7 @@ TEST(lower_bound, whole_layers_on_a_chip_are_bounded_too) {
   plan_options o{1, 64, {}};
   auto b = token_latency_bound(c, spec, o.batch, o.context, {});
   EXPECT_EQ(b.min_tp_degree, 1u);
-  auto r = search(c, spec, o, b.total_us);
-  EXPECT_GT(r.fit, 0u);
-  std::printf("whole layers: %zu placements, %zu fit; best %.1f us, bound "
-              "%.1f us, ratio %.3f\n",
-              r.built, r.fit, r.best_us, b.total_us, r.best_us / b.total_us);
+  EXPECT_GT(search("whole layers", c, spec, o, b.total_us).fit, 0u);
 }
 
 // Four nodes of three chips: a power-of-two group wider than a node cannot
