@@ -192,25 +192,38 @@ uint64_t slot_misses(const nlohmann::json& st) {
 // 50 ms: this VM wakes a sleeping thread late (a 1 ms sleep overshoots by
 // p50 0.1 ms, p99 1.2 ms, max 9 ms in a minute idle; 10-17 ms with the
 // cluster's processes busy), and at 20 ms CI saw 2 misses in 16 steps once.
-TEST_F(cluster, paced_local_8_is_bit_identical_and_misses_no_slot) {
+// The first request is a warm-up (it still must be bit-identical): its
+// first steps touch every arena page for the first time, and at 50 ms a
+// full CI run saw 1 miss there once in ~20 runs (2026-12-05), as the
+// cluster bench sees misses only in its warm-up request. The requests after
+// it, including one after the cluster idled and re-anchored, miss none.
+TEST_F(cluster, paced_local_8_is_bit_identical_and_once_warm_misses_no_slot) {
   auto r = up("local-8", "tiny-8", {"--slot-mode", "paced", "--slot-us", "50000"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto want = reference("tiny-8", {0, {1, 2}, 3, {}, 0});
-  for (int i = 0; i < 2; ++i) {
+  uint64_t warm_up_misses = 0;
+  for (int i = 0; i < 3; ++i) {
     auto g = generate({"--prompt-tokens", "1,2", "--max-tokens", "3"});
     EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens) << i;
     EXPECT_EQ(g["logits_sha256"], want.logits_sha256) << i;
-    if (i == 0)
+    if (i == 0) {
+      // Counters arrive with the hosts' heartbeats: wait for the next.
+      std::this_thread::sleep_for(1500ms);
+      warm_up_misses = slot_misses(status());
+    }
+    if (i == 1)
       std::this_thread::sleep_for(1500ms); // idle, and a heartbeat
   }
   std::this_thread::sleep_for(1500ms);
   auto st = status();
   EXPECT_EQ(st["slot_mode"], "paced");
-  EXPECT_EQ(slot_misses(st), 0u);
+  RecordProperty("warm_up_slot_misses", std::to_string(warm_up_misses));
+  EXPECT_EQ(slot_misses(st) - warm_up_misses, 0u)
+      << warm_up_misses << " in the warm-up request";
   // Paced: prompts a token a decode step (actors/detail/programs.hpp).
   EXPECT_EQ(st["prefill_program"], false);
   EXPECT_EQ(st["prefill_steps_run"], 0);
-  EXPECT_EQ(st["decode_steps_run"], 2 * (2 + 3 - 1));
+  EXPECT_EQ(st["decode_steps_run"], 3 * (2 + 3 - 1));
   expect_work_spread(st);
 }
 
