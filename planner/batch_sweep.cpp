@@ -1,9 +1,8 @@
 #include "planner/batch_sweep.hpp"
 
 #include "planner/detail/placement.hpp"
+#include "planner/detail/plan_placement.hpp"
 #include "planner/errc.hpp"
-
-#include <set>
 
 #include <optional>
 
@@ -70,14 +69,11 @@ uint32_t estimated_max_batch(const cluster_config& config,
                              const model::model_spec& spec,
                              const plan_options& options) {
   uint32_t context = options.context == 0 ? spec.max_context : options.context;
-  std::set<uint32_t> off(config.spares.begin(), config.spares.end());
-  off.insert(options.failed_chips.begin(), options.failed_chips.end());
-  std::vector<uint32_t> available;
-  for (uint32_t c = 0; c < config.chip_count(); ++c)
-    if (!off.contains(c))
-      available.push_back(c);
+  auto available = detail::available_chips(config, options.failed_chips);
+  if (!available)
+    return 0; // make_plan reports the unknown chip
   auto fits = [&](uint32_t b) {
-    return bool(detail::place_candidates(spec, config, b, context, available));
+    return bool(detail::place_candidates(spec, config, b, context, *available));
   };
   if (!fits(1))
     return 0;

@@ -327,19 +327,16 @@ caf::expected<plan_start> start_plan(const cluster_config& config,
                            "--context " + std::to_string(context) +
                                " exceeds the model's max_context " +
                                std::to_string(spec.max_context));
-  std::set<uint32_t> off(config.spares.begin(), config.spares.end());
-  for (auto f : options.failed_chips) {
-    if (f >= config.chip_count())
-      return caf::make_error(errc::unknown_chip,
-                             "failed chip #" + std::to_string(f) +
-                                 " is not in " + config.name);
-    off.insert(f);
-  }
+  auto available = detail::available_chips(config, options.failed_chips);
+  if (!available)
+    return available.error();
   plan_start out;
-  for (uint32_t c = 0; c < config.chip_count(); ++c)
-    if (!off.contains(c))
-      out.available.push_back(c);
-  out.off.assign(off.begin(), off.end());
+  out.available = std::move(*available);
+  out.off = config.spares;
+  out.off.insert(out.off.end(), options.failed_chips.begin(),
+                 options.failed_chips.end());
+  std::sort(out.off.begin(), out.off.end());
+  out.off.erase(std::unique(out.off.begin(), out.off.end()), out.off.end());
   plan& p = out.p;
   p.model = spec.name;
   p.cluster = config.name;
@@ -354,6 +351,24 @@ caf::expected<plan_start> start_plan(const cluster_config& config,
 }
 
 } // namespace
+
+caf::expected<std::vector<uint32_t>>
+detail::available_chips(const cluster_config& config,
+                        const std::vector<uint32_t>& failed) {
+  std::set<uint32_t> off(config.spares.begin(), config.spares.end());
+  for (auto f : failed) {
+    if (f >= config.chip_count())
+      return caf::make_error(errc::unknown_chip,
+                             "failed chip #" + std::to_string(f) +
+                                 " is not in " + config.name);
+    off.insert(f);
+  }
+  std::vector<uint32_t> out;
+  for (uint32_t c = 0; c < config.chip_count(); ++c)
+    if (!off.contains(c))
+      out.push_back(c);
+  return out;
+}
 
 caf::expected<detail::placed_plan>
 detail::plan_placement(const cluster_config& config,

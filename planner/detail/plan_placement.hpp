@@ -10,7 +10,16 @@
 
 #include <caf/expected.hpp>
 
+#include <cstdint>
+#include <vector>
+
 namespace lockstep::planner::detail {
+
+/// The chips that may hold work, ascending: neither spares nor `failed`.
+/// Errors: unknown_chip (a failed chip not in the config).
+caf::expected<std::vector<uint32_t>>
+available_chips(const cluster_config& config,
+                const std::vector<uint32_t>& failed);
 
 struct placed_plan {
   plan p;                      // decode program built; no prefill, no verdict

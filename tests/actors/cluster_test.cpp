@@ -192,10 +192,11 @@ uint64_t slot_misses(const nlohmann::json& st) {
 // 50 ms: this VM wakes a sleeping thread late (a 1 ms sleep overshoots by
 // p50 0.1 ms, p99 1.2 ms, max 9 ms in a minute idle; 10-17 ms with the
 // cluster's processes busy), and at 20 ms CI saw 2 misses in 16 steps once.
-// The first request is a warm-up (it still must be bit-identical): its
-// first steps touch every arena page for the first time, and at 50 ms a
-// full CI run saw 1 miss there once in ~20 runs (2026-12-05), as the
-// cluster bench sees misses only in its warm-up request. The requests after
+// The first request is a warm-up (it still must be bit-identical): a full
+// CI run saw 1 miss at 50 ms once in ~20 runs (2026-12-05), and the cluster
+// bench sees misses only in its warm-up request. Why is not known: the
+// arenas are prefaulted at up (sram_arena::prefault), so it is not their
+// first touch; the first steps' code paths and caches are cold. The requests after
 // it, including one after the cluster idled and re-anchored, miss none.
 TEST_F(cluster, paced_local_8_is_bit_identical_and_once_warm_misses_no_slot) {
   auto r = up("local-8", "tiny-8", {"--slot-mode", "paced", "--slot-us", "50000"});
