@@ -183,6 +183,7 @@ public:
   token_bound build() {
     token_bound out;
     out.clique = reach_.clique();
+    out.diameter2_set = reach_.max_diameter2_set();
     uint32_t chips = std::max(reach_.chips(), 1u);
     auto sram = double(cfg_.chip.sram_bytes);
     uint32_t k_min = 1;

@@ -47,6 +47,8 @@ struct token_bound {
   uint32_t reduce_hops = 0;    // attention -> MLP at tp_degree, at least
   uint32_t handoff_hops = 0;   // MLP -> next layer at tp_degree, at least
   uint32_t clique = 0;         // largest clique of usable chips
+  uint64_t diameter2_set = 0;  // most usable chips within 2 hops of each
+                               // other (detail::chip_reach)
 };
 
 /// The bound for `batch` sequences at `context` tokens (SRAM holds all of

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -64,19 +65,23 @@ uint64_t shared_core_work(const topology& topo, const plan& p,
 }
 
 // Builds, lays out and times one program of `p` with `mbs` micro-batches.
-caf::error build_program_with(const cluster_config& config, topology& topo,
-                              const detail::placement& pl, plan& p,
-                              program_kind kind, uint32_t tokens,
-                              uint32_t mbs) {
+// False: it stopped at `stop_at_slot` (detail::schedule_inputs), unfinished.
+caf::expected<bool> build_program_with(const cluster_config& config,
+                                       topology& topo,
+                                       const detail::placement& pl, plan& p,
+                                       program_kind kind, uint32_t tokens,
+                                       uint32_t mbs, uint32_t stop_at_slot = 0) {
   auto& prog = kind == program_kind::decode ? p.decode : p.prefill;
   uint32_t batch = kind == program_kind::decode ? p.batch : 1;
   detail::schedule_inputs in{&p.spec, &topo,   &pl,   &p,        kind,
-                             batch,   tokens,  p.context, mbs, p.sampler};
-  if (auto err = detail::build_schedule(in, prog))
-    return err;
+                             batch,   tokens,  p.context, mbs, p.sampler,
+                             stop_at_slot};
+  auto complete = detail::build_schedule(in, prog);
+  if (!complete || !*complete)
+    return complete;
   detail::layout_program(p, prog, config.node_count());
   prog.period_slots = detail::pipeline_period(prog, config.chip_count());
-  return {};
+  return true;
 }
 
 // Builds, lays out and times one program of `p` (placement recorded,
@@ -85,15 +90,19 @@ caf::error build_program_with(const cluster_config& config, topology& topo,
 // Chips that share a machine's cores cannot: the cores run them one after
 // the other, and each micro-batch is another pass of every op (overhead)
 // and transfer. There the batch also runs as one micro-batch, and the
-// program whose step the cores get through sooner is kept.
-caf::error build_program(const cluster_config& config, topology& topo,
-                         const detail::placement& pl, plan& p,
-                         program_kind kind, uint32_t tokens) {
+// program whose step the cores get through sooner is kept. A decode
+// program whose step would last `stop_at_slot` or more may be left
+// unfinished (false).
+caf::expected<bool> build_program(const cluster_config& config,
+                                  topology& topo, const detail::placement& pl,
+                                  plan& p, program_kind kind, uint32_t tokens,
+                                  uint32_t stop_at_slot = 0) {
   uint32_t batch = kind == program_kind::decode ? p.batch : 1;
   auto groups = static_cast<uint32_t>(pl.groups.size());
   uint32_t mbs = std::min(batch, groups);
   if (kind != program_kind::decode || config.machine_cores == 0 || mbs == 1)
-    return build_program_with(config, topo, pl, p, kind, tokens, mbs);
+    return build_program_with(config, topo, pl, p, kind, tokens, mbs,
+                              kind == program_kind::decode ? stop_at_slot : 0);
   // A step's length (the next starts when it ends; predict()).
   auto period = [&](const plan& q) {
     uint64_t work = shared_core_work(topo, q, q.decode);
@@ -102,13 +111,15 @@ caf::error build_program(const cluster_config& config, topology& topo,
                                   config.machine_cores);
   };
   plan one = p;
-  if (auto err = build_program_with(config, topo, pl, one, kind, tokens, 1))
-    return err;
-  if (auto err = build_program_with(config, topo, pl, p, kind, tokens, mbs))
-    return err;
+  if (auto ok = build_program_with(config, topo, pl, one, kind, tokens, 1);
+      !ok)
+    return ok;
+  if (auto ok = build_program_with(config, topo, pl, p, kind, tokens, mbs);
+      !ok)
+    return ok;
   if (period(one) <= period(p))
     p = std::move(one);
-  return {};
+  return true;
 }
 
 // The first chip whose SRAM the plan overfills, or no_id.
@@ -135,63 +146,108 @@ uint32_t ttft_prompt(const plan& p) {
   return std::min(p.predicted.ttft_prompt_tokens, p.context);
 }
 
+// The chunk the decode program's memory suggests: its activations and
+// arenas hold `rows` token rows a micro-batch; a prefill chunk of t rows
+// needs about t / rows times as much, and never less (a part of it does
+// not grow with rows). The largest power of two that leaves every chip
+// within SRAM by that measure; usually the answer, or just under it.
+uint32_t estimated_chunk(const cluster_config& config, const plan& p) {
+  double rows = std::max(1.0, double(p.batch) / p.decode.micro_batches);
+  double most = std::numeric_limits<double>::infinity();
+  for (auto c : p.chips_used) {
+    const auto& u = p.usage[c];
+    double fixed = double(u.weight_bytes + u.kv_bytes);
+    if (u.decode_bytes == 0 || fixed >= double(config.chip.sram_bytes))
+      continue;
+    most = std::min(most, (double(config.chip.sram_bytes) - fixed) /
+                              double(u.decode_bytes) * rows);
+  }
+  uint32_t t = 1;
+  while (double(t) * 2 <= most && t < (1u << 30))
+    t *= 2;
+  return t;
+}
+
 // The prefill program with the largest power-of-two chunk (at most the
 // TTFT prompt) whose every chip still fits its SRAM: bigger chunks spread
-// each op's fixed cost over more tokens; activations grow with them.
+// each op's fixed cost over more tokens; activations grow with them. Fit
+// shrinks monotonically as the chunk grows, so: twice the hint, then the
+// hint (a re-plan's hint is the chunk before the failure; a new plan's
+// estimated_chunk()), which is the answer in two builds when twice it does
+// not fit and it does; then a binary search between what is known.
 caf::error build_prefill(const cluster_config& config, topology& topo,
                          const detail::placement& pl, plan& p,
                          uint32_t hint = 0) {
   std::vector<uint32_t> sizes{1};
   while (sizes.back() * 2 <= ttft_prompt(p))
     sizes.push_back(sizes.back() * 2);
-  auto fits = [&](uint32_t tokens) -> caf::expected<bool> {
-    if (auto err =
-            build_program(config, topo, pl, p, program_kind::prefill, tokens))
-      return err;
-    return first_overfull_chip(config, p) == no_id;
+  auto n = static_cast<int64_t>(sizes.size());
+  // The largest program that fitted so far, moved aside while a larger
+  // chunk is tried: rebuilding it would cost as much as a trial.
+  std::optional<step_program> kept;
+  std::vector<uint64_t> kept_bytes; // its usage[].prefill_bytes
+  auto built = [&](uint32_t tokens) {
+    return p.prefill.tokens == tokens && !p.prefill.ops.empty();
   };
-  // Fit grows monotonically smaller with the chunk: binary search. A hint
-  // (a re-plan: the chunk before the failure) that fits while twice it does
-  // not (or is the largest) is the answer in one or two builds.
-  if (auto at = std::find(sizes.begin(), sizes.end(), hint);
-      at != sizes.end()) {
-    auto ok = fits(hint);
-    if (!ok)
-      return ok.error();
-    if (*ok) {
-      if (at + 1 == sizes.end())
-        return {};
-      auto more = fits(*(at + 1));
-      if (!more)
-        return more.error();
-      if (!*more)
-        return build_program(config, topo, pl, p, program_kind::prefill,
-                             hint);
+  int64_t best = -1, fail = n; // sizes[best] fits, sizes[fail] does not
+  auto probe = [&](int64_t i) -> caf::error {
+    if (!built(sizes[i])) {
+      if (!p.prefill.ops.empty() && first_overfull_chip(config, p) == no_id &&
+          (!kept || kept->tokens < p.prefill.tokens)) {
+        kept = std::move(p.prefill);
+        kept_bytes.clear();
+        for (const auto& u : p.usage)
+          kept_bytes.push_back(u.prefill_bytes);
+      }
+      auto ok = build_program(config, topo, pl, p, program_kind::prefill,
+                              sizes[i]);
+      if (!ok)
+        return ok.error();
     }
-  }
-  int64_t lo = 0, hi = static_cast<int64_t>(sizes.size()) - 1, best = -1;
-  while (lo <= hi) {
-    int64_t mid = (lo + hi + 1) / 2; // try large chunks first
-    auto ok = fits(sizes[mid]);
-    if (!ok)
-      return ok.error();
-    if (*ok) {
-      best = mid;
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
-    }
-  }
+    if (first_overfull_chip(config, p) == no_id)
+      best = std::max(best, i);
+    else
+      fail = std::min(fail, i);
+    return {};
+  };
+  if (hint == 0)
+    hint = estimated_chunk(config, p);
+  int64_t h = 0;
+  while (h + 1 < n && sizes[h + 1] <= hint)
+    ++h;
+  if (h + 1 < n)
+    if (auto err = probe(h + 1))
+      return err;
+  if (fail <= h + 1 || h + 1 == n)
+    if (auto err = probe(h))
+      return err;
+  // The hint is usually right or one off: gallop away from it (1, 2, 4
+  // sizes) until the answer is bracketed, then bisect.
+  for (int64_t step = 1; best + 1 < fail && (best < 0 || fail == n);
+       step *= 2)
+    if (auto err = probe(best >= 0 ? std::min(best + step, n - 1)
+                                   : std::max<int64_t>(fail - step, 0)))
+      return err;
+  while (best + 1 < fail)
+    if (auto err = probe((best + 1 + fail) / 2)) // try large chunks first
+      return err;
   if (best < 0)
     return caf::make_error(errc::infeasible,
                            "the prefill program does not fit even one token "
                            "per chunk: " +
                                overflow_text(config, p,
                                              first_overfull_chip(config, p)));
-  if (p.prefill.tokens != sizes[best])
-    return build_program(config, topo, pl, p, program_kind::prefill,
-                         sizes[best]);
-  return {};
+  uint32_t tokens = sizes[best];
+  if (built(tokens))
+    return {};
+  if (kept && kept->tokens == tokens) {
+    p.prefill = std::move(*kept);
+    for (size_t c = 0; c < p.usage.size(); ++c)
+      p.usage[c].prefill_bytes = kept_bytes[c];
+    return {};
+  }
+  auto ok = build_program(config, topo, pl, p, program_kind::prefill, tokens);
+  return ok ? caf::error{} : ok.error();
 }
 
 void predict(const cluster_config& config, topology& topo, plan& p) {
@@ -249,16 +305,21 @@ void predict(const cluster_config& config, topology& topo, plan& p) {
 }
 
 // `p` with placement `pl` recorded, its weights placed and its decode
-// program built.
-caf::expected<plan> scheduled(const cluster_config& config, topology& topo,
-                              const detail::placement& pl, plan p) {
+// program built; nothing if its step would last `stop_at_slot` or more
+// (0: no limit).
+caf::expected<std::optional<plan>>
+scheduled(const cluster_config& config, topology& topo,
+          const detail::placement& pl, plan p, uint32_t stop_at_slot = 0) {
   record_placement(pl, p);
   p.sampler = config.host_node(0);
   detail::place_static(p.spec, pl, p.batch, p.context, config.node_count(),
                        p);
-  if (auto err =
-          build_program(config, topo, pl, p, program_kind::decode, 1))
-    return err;
+  auto complete = build_program(config, topo, pl, p, program_kind::decode, 1,
+                                stop_at_slot);
+  if (!complete)
+    return complete.error();
+  if (!*complete)
+    return std::optional<plan>{};
   std::set<uint32_t> used;
   for (const auto& sh : p.shards)
     used.insert(sh.chip);
@@ -266,7 +327,7 @@ caf::expected<plan> scheduled(const cluster_config& config, topology& topo,
     if (o.chip < config.chip_count())
       used.insert(o.chip);
   p.chips_used.assign(used.begin(), used.end());
-  return p;
+  return std::optional<plan>{std::move(p)};
 }
 
 // The prefill program, predictions and the verifier's verdict for a plan
@@ -379,9 +440,10 @@ detail::plan_placement(const cluster_config& config,
     return start.error();
   topology topo{config};
   topo.block_relays(start->off);
-  auto p = scheduled(config, topo, pl, std::move(start->p));
-  if (!p)
-    return p.error();
+  auto sp = scheduled(config, topo, pl, std::move(start->p));
+  if (!sp)
+    return sp.error();
+  auto& p = *sp; // never stopped: no limit
   detail::placed_plan out;
   out.fits = first_overfull_chip(config, *p) == no_id;
   out.token_latency_us = first_token_end(p->decode) * (p->slot_ns / 1000.0);
@@ -425,9 +487,14 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
     if (best && (shapes > exact_trials ||
                  pl.estimate_s > 1.5 * candidates->front().estimate_s))
       break;
-    auto trial = scheduled(config, topo, pl, p);
-    if (!trial)
-      return trial.error();
+    // Only a shorter step than the best can win: a trial stops as soon as
+    // it reaches the best's length (the same choice, sooner).
+    auto sp = scheduled(config, topo, pl, p, best ? best_slots : 0);
+    if (!sp)
+      return sp.error();
+    if (!*sp)
+      continue; // no shorter than the best
+    auto& trial = *sp;
     if (auto c = first_overfull_chip(config, *trial); c != no_id) {
       overflow = "at tensor parallelism " + std::to_string(pl.tp_degree) +
                  ", " + overflow_text(config, *trial, c);
@@ -502,7 +569,7 @@ caf::expected<replan_result> replan(const cluster_config& config,
     auto sp = scheduled(config, topo, pl, std::move(p));
     if (!sp)
       return sp.error();
-    auto done = conclude(config, topo, pl, std::move(*sp), true,
+    auto done = conclude(config, topo, pl, std::move(**sp), true,
                          base.prefill.tokens);
     if (!done)
       return done.error();

@@ -49,13 +49,15 @@ public:
   /// Hops from every node to `dst` on routes that avoid blocked relays and
   /// host endpoints (no_route if unreachable, or farther than 254 hops: no
   /// cluster routes that far); node_count() entries. Cached per
-  /// destination, the `route_cache_entries` most recently used (a
-  /// 10,440-chip cluster's table is 12 KB a destination, and a plan of
-  /// falcon-180b there routes to ~2,500); the reference is valid until the
-  /// next call of hops_to() or hops_near().
+  /// destination, the `route_cache_entries` most recently used: a
+  /// 10,440-chip cluster's table is ~12 KB a destination, and the builder
+  /// routes to a few groups' chips at a time (falcon-180b there: ~7,000
+  /// tables built with 128 cached, ~6,000 with 1,024, for 1.5 MB instead
+  /// of 48 MB at 4,096). The reference is valid until the next call of
+  /// hops_to() or hops_near().
   using hop_count = uint8_t;
   static constexpr hop_count no_route = 0xFF;
-  static constexpr size_t route_cache_entries = 4096;
+  static constexpr size_t route_cache_entries = 128;
   const std::vector<hop_count>& hops_to(uint32_t dst);
 
   /// The same table, exact for every node at most hops(src, dst) + 1 hops

@@ -61,7 +61,8 @@ nlohmann::json bound_json(const planner::token_bound& b) {
           {"split_layers", b.split_layers},
           {"reduce_hops", b.reduce_hops},
           {"handoff_hops", b.handoff_hops},
-          {"largest_clique", b.clique}};
+          {"largest_clique", b.clique},
+          {"largest_diameter2_set", b.diameter2_set}};
 }
 
 nlohmann::json work_json(const planner::step_work& w) {
@@ -346,7 +347,8 @@ int run_plan(const plan_cli_options& o) {
     std::printf("bound      %.1f us = compute %.1f + op overhead %.1f + link "
                 "latency %.1f + link bytes %.1f + slot rounding %.1f (layers "
                 "on >= %u chips by SRAM; %u of %u split %u ways, >= %u hops "
-                "attention->MLP, >= %u to the next layer; largest clique %u)"
+                "attention->MLP, >= %u to the next layer; largest clique %u, "
+                "diameter-2 set %llu)"
                 "%s\n",
                 bound.chain_us, bound.terms.compute_us,
                 bound.terms.op_overhead_us, bound.terms.link_latency_us,
@@ -354,6 +356,7 @@ int run_plan(const plan_cli_options& o) {
                 bound.min_tp_degree, bound.split_layers, p.spec.n_layers,
                 bound.tp_degree, bound.reduce_hops, bound.handoff_hops,
                 bound.clique,
+                static_cast<unsigned long long>(bound.diameter2_set),
                 bound.shared_work_us > bound.chain_us
                     ? ("; all work on the machine's cores takes " +
                        std::to_string(int(bound.shared_work_us)) + " us")

@@ -17,12 +17,20 @@ constexpr uint64_t ball_budget = 40'000'000;
 // bound falls back to (largest degree + 1), which is still a bound.
 constexpr uint64_t clique_budget = 2'000'000;
 
+// Work allowed for the largest set of diameter 2 (edge visits plus clique
+// search calls, all chips together); beyond it the bound falls back to
+// M(2). groq-1512 needs ~10 M; groq-10440 would need ~10^8 (~0.3 s a
+// bound, and the planner computes one per plan), so it falls back.
+constexpr uint64_t diameter2_budget = 30'000'000;
+
 // Bron-Kerbosch with Tomita's pivot, on sorted neighbour lists. `best` is
-// the largest clique size seen; returns false once the budget is spent.
+// the largest clique size seen; returns false once `calls` passes
+// `budget`.
 class clique_search {
 public:
-  explicit clique_search(const std::vector<std::vector<uint32_t>>& adj)
-      : adj_(adj) {}
+  clique_search(const std::vector<std::vector<uint32_t>>& adj, uint64_t& calls,
+                uint64_t budget)
+      : adj_(adj), calls_(calls), budget_(budget) {}
 
   bool run(uint32_t& best) {
     for (uint32_t v = 0; v < adj_.size(); ++v) {
@@ -46,7 +54,7 @@ private:
 
   bool expand(uint32_t size, std::vector<uint32_t> cand,
               std::vector<uint32_t> done, uint32_t& best) {
-    if (++calls_ > clique_budget)
+    if (++calls_ > budget_)
       return false;
     if (cand.empty()) {
       best = std::max(best, size);
@@ -78,7 +86,8 @@ private:
   }
 
   const std::vector<std::vector<uint32_t>>& adj_;
-  uint64_t calls_ = 0;
+  uint64_t& calls_;
+  uint64_t budget_;
 };
 
 } // namespace
@@ -110,8 +119,82 @@ chip_reach::chip_reach(const cluster_config& config,
   balls_ = {usable_count_ == 0 ? 0u : 1u,
             std::min<uint64_t>(usable_count_, max_degree_ + 1)};
   clique_ = usable_count_ == 0 ? 0 : 1;
-  if (!clique_search{adj_}.run(clique_))
+  uint64_t calls = 0;
+  if (!clique_search{adj_, calls, clique_budget}.run(clique_))
     clique_ = max_degree_ + 1;
+}
+
+uint64_t chip_reach::max_diameter2_set() {
+  if (diameter2_ != 0)
+    return diameter2_;
+  // A set of diameter <= 2 is a clique of G^2 (chips joined when at most 2
+  // hops apart). Each such clique has a lowest chip v and lies in v's ball
+  // of radius 2: the largest one containing v as its lowest chip is
+  // 1 + the largest clique of G^2 among the later chips of that ball.
+  // Its cost, about: every chip's later half of its ball, each walked 2
+  // hops. Past the budget, do not start.
+  uint64_t d = max_degree_;
+  if (uint64_t{usable_count_} * (max_ball(2) / 2) * (d + d * d) >
+      diameter2_budget) {
+    diameter2_ = max_ball(2);
+    return diameter2_;
+  }
+  uint64_t work = 0;
+  uint32_t best = std::max(clique_, usable_count_ == 0 ? 0u : 1u);
+  std::vector<uint32_t> seen(usable_count_, UINT32_MAX); // stamp: chip
+  std::vector<uint32_t> local(usable_count_, UINT32_MAX); // index in ball
+  std::vector<uint32_t> ball;
+  std::vector<std::vector<uint32_t>> g2; // G^2 among the ball's later chips
+  // The chips within 2 hops of x (x itself excluded), stamped with `mark`.
+  auto near = [&](uint32_t x, uint32_t mark, auto&& visit) {
+    seen[x] = mark;
+    for (auto u : adj_[x]) {
+      ++work;
+      if (seen[u] != mark) {
+        seen[u] = mark;
+        visit(u);
+      }
+      for (auto w : adj_[u]) {
+        ++work;
+        if (seen[w] != mark) {
+          seen[w] = mark;
+          visit(w);
+        }
+      }
+    }
+  };
+  uint32_t stamp = 0;
+  for (uint32_t v = 0; v < usable_count_; ++v) {
+    ball.clear();
+    near(v, stamp++, [&](uint32_t u) {
+      if (u > v)
+        ball.push_back(u);
+    });
+    if (1 + ball.size() <= best)
+      continue;
+    std::sort(ball.begin(), ball.end());
+    for (uint32_t i = 0; i < ball.size(); ++i)
+      local[ball[i]] = i;
+    g2.assign(ball.size(), {});
+    for (uint32_t i = 0; i < ball.size(); ++i)
+      near(ball[i], stamp++, [&](uint32_t u) {
+        if (u > v && local[u] != UINT32_MAX)
+          g2[i].push_back(local[u]);
+      });
+    for (auto& n : g2)
+      std::sort(n.begin(), n.end());
+    for (auto u : ball)
+      local[u] = UINT32_MAX;
+    uint32_t rest = best > 0 ? best - 1 : 0;
+    if (work > diameter2_budget ||
+        !clique_search{g2, work, diameter2_budget}.run(rest)) {
+      diameter2_ = max_ball(2); // too costly: the ball bound
+      return diameter2_;
+    }
+    best = std::max(best, rest + 1);
+  }
+  diameter2_ = best;
+  return diameter2_;
 }
 
 uint64_t chip_reach::max_ball(uint32_t r) {
@@ -174,7 +257,7 @@ uint32_t chip_reach::min_diameter(uint32_t k) {
     return 0;
   if (k <= clique_)
     return 1;
-  return std::max(2u, min_reach(k));
+  return std::max(k <= max_diameter2_set() ? 2u : 3u, min_reach(k));
 }
 
 } // namespace lockstep::planner::detail

@@ -11,7 +11,11 @@
 //   - a set of diameter δ lies inside the ball of radius δ around any of its
 //     members, so it has at most M(δ) = max over chips v of |B(v, δ)| chips;
 //   - a set of diameter 1 is a clique, so it has at most ω chips (the
-//     largest clique).
+//     largest clique);
+//   - a set of diameter 2 is a clique of G² (chips joined when at most 2
+//     hops apart), so it has at most ω(G²) chips: found exactly by a
+//     clique search inside every ball of radius 2 (falling back to M(2)
+//     when that would take too long: 10,440 chips).
 // Every figure here may only err low (a larger M or ω is still a bound):
 // when counting a ball exactly would take too long (10,440 chips at radius
 // 3), M(r) falls back to the Moore bound from the largest degree.
@@ -41,9 +45,14 @@ public:
   uint32_t min_reach(uint32_t k);
 
   /// Lower bound on the diameter of any set of k usable chips: 0 for
-  /// k <= 1, 1 up to the largest clique, then at least 2 and at least
-  /// min_reach(k). REQUIRES: k <= chips().
+  /// k <= 1, 1 up to the largest clique, 2 up to max_diameter2_set(),
+  /// then at least 3; and never less than min_reach(k). REQUIRES:
+  /// k <= chips().
   uint32_t min_diameter(uint32_t k);
+
+  /// The most usable chips a set of diameter <= 2 can hold (ω(G²), or
+  /// M(2) when counting it exceeds the work budget).
+  uint64_t max_diameter2_set();
 
   /// The largest clique of usable chips (1 if none are linked).
   uint32_t clique() const noexcept { return clique_; }
@@ -64,6 +73,7 @@ private:
   uint32_t parallel_ = 1;
   uint32_t max_degree_ = 0;
   std::vector<uint64_t> balls_; // M(0), M(1), ... computed so far
+  uint64_t diameter2_ = 0;      // max_diameter2_set(), 0 until computed
 };
 
 } // namespace lockstep::planner::detail

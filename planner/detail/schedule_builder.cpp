@@ -55,8 +55,15 @@ public:
   }
 
   caf::error run();
+  /// Whether the build stopped at in.stop_at_slot.
+  bool stopped() const { return stopped_; }
 
 private:
+  // Everything ending at or after in.stop_at_slot makes the step too long.
+  void note_end(uint32_t end) {
+    if (in_.stop_at_slot != 0 && end >= in_.stop_at_slot)
+      stopped_ = true;
+  }
   static uint64_t key(uint32_t chip, uint32_t layer, tensor_kind kind) {
     return uint64_t{chip} << 32 | uint64_t{layer} << 8 |
            static_cast<uint64_t>(kind);
@@ -106,6 +113,8 @@ private:
     o.duration_ns = op_duration_ns(cfg_.chip, s_.weight_dtype, cost);
     o.duration_slots = to_slots(o.duration_ns, slot_ns_);
     uint32_t ready = chip_free_[chip];
+    o.inputs.reserve(inputs.size()); // exact: a plan holds ~10^5 ops
+    o.outputs.reserve(outputs.size());
     for (size_t i = 0; i < inputs.size(); ++i) {
       const auto& x = inputs[i];
       assert(x.chip == chip);
@@ -137,6 +146,7 @@ private:
     ready = cores_.book(ready, o.duration_slots);
     o.start_slot = ready;
     chip_free_[chip] = ready + o.duration_slots;
+    note_end(chip_free_[chip]);
     p_.ops.push_back(std::move(o));
     return p_.ops.back().id;
   }
@@ -193,6 +203,7 @@ private:
           to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
       t.start_slot = std::max(op_end(from.op), link_free_[d]);
       link_free_[d] = t.start_slot + t.duration_slots;
+      note_end(link_free_[d]);
       book_transfer_cpu(d, t.start_slot, t.start_slot + t.duration_slots);
       t.after_op = from.op;
       t.src_output = from.output;
@@ -281,6 +292,7 @@ private:
   std::vector<buffer_shape> tr_shape_; // by transfer: what it carries
   std::unordered_map<uint64_t, uint32_t> shard_index_;
   std::unordered_map<uint64_t, uint32_t> kv_index_;
+  bool stopped_ = false;
 };
 
 std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
@@ -780,6 +792,8 @@ caf::error builder::run() {
       if (auto err = group_step(g, view_of(pl.groups[g]), x0[mb], slices[mb],
                                 mb))
         return err;
+      if (stopped_)
+        return {};
     }
   for (uint32_t mb : active) {
     uint32_t rows = p_.rows(mb);
@@ -818,10 +832,17 @@ caf::error builder::run() {
 
 } // namespace
 
-caf::error build_schedule(const schedule_inputs& in, step_program& out) {
+caf::expected<bool> build_schedule(const schedule_inputs& in,
+                                   step_program& out) {
   out = step_program{};
   builder b{in, out};
-  return b.run();
+  if (auto err = b.run())
+    return err;
+  // Plans are held for a while (candidates compared, a re-plan beside its
+  // base): no growth slack.
+  out.ops.shrink_to_fit();
+  out.transfers.shrink_to_fit();
+  return !b.stopped();
 }
 
 } // namespace lockstep::planner::detail

@@ -25,10 +25,17 @@ struct schedule_inputs {
   uint32_t context = 0;       // KV positions per sequence
   uint32_t micro_batches = 1; // pipelined slices of the batch
   uint32_t sampler = 0;       // node of the head host's endpoint
+  // Nonzero: the caller only wants a step shorter than this many slots
+  // (the best candidate so far); the build stops at the first op or
+  // transfer that ends at or after it.
+  uint32_t stop_at_slot = 0;
 };
 
 /// Fills `out` except its memory (operand offsets, windows, arenas) and
-/// period. Errors: infeasible (unreachable nodes).
-caf::error build_schedule(const schedule_inputs& in, step_program& out);
+/// period. Returns false if it stopped early (in.stop_at_slot): `out` is
+/// then incomplete and its step would be at least that long. Errors:
+/// infeasible (unreachable nodes).
+caf::expected<bool> build_schedule(const schedule_inputs& in,
+                                   step_program& out);
 
 } // namespace lockstep::planner::detail

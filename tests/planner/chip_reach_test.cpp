@@ -60,6 +60,7 @@ TEST(chip_reach, two_triangles_joined_by_same_index_links) {
   EXPECT_EQ(r.min_diameter(3), 1u);
   EXPECT_EQ(r.min_diameter(4), 2u); // no 4-clique
   EXPECT_EQ(r.min_diameter(6), 2u);
+  EXPECT_EQ(r.max_diameter2_set(), 6u);
 }
 
 // A ring of 8: balls grow by 2 a hop; a set of diameter d has at most
@@ -78,6 +79,10 @@ TEST(chip_reach, a_ring_bounds_diameters_by_its_balls) {
   EXPECT_EQ(r.min_reach(4), 2u);
   EXPECT_EQ(r.min_reach(8), 4u);
   EXPECT_EQ(r.min_diameter(3), 2u);
+  // Balls of radius 2 hold 5 chips, but 3 in a row are the most that are
+  // all within 2 hops of each other.
+  EXPECT_EQ(r.max_diameter2_set(), 3u);
+  EXPECT_EQ(r.min_diameter(4), 3u);
   EXPECT_EQ(r.min_diameter(6), 3u);
   // Unusable chips neither count nor relay: without c0 the ring is a path
   // of 7, whose middle chip reaches all 7 in 3 hops.
@@ -101,11 +106,72 @@ TEST(chip_reach, a_groq_node_is_the_largest_clique) {
   EXPECT_EQ(r.min_diameter(c.chips_per_node + 1), 2u);
   EXPECT_EQ(r.min_reach(r.max_degree() + 1), 1u);
   EXPECT_EQ(r.min_reach(r.max_degree() + 2), 2u);
+  // Nodes n, n+1, n+2 are linked pairwise (same index, +-1 and +-2): 24
+  // chips within 2 hops of each other, and no more.
+  EXPECT_EQ(r.max_diameter2_set(), 3 * c.chips_per_node);
+  EXPECT_EQ(r.min_diameter(3 * c.chips_per_node), 2u);
+  EXPECT_EQ(r.min_diameter(3 * c.chips_per_node + 1), 3u);
   // A failed chip leaves its node a clique of 7.
   for (uint32_t ch = 0; ch < c.chips_per_node * 9; ch += c.chips_per_node)
     usable[ch] = false;
   chip_reach f{c, usable};
   EXPECT_EQ(f.clique(), c.chips_per_node - 1);
+}
+
+// The largest set of diameter <= 2 against every subset of a small graph:
+// a ring of 11 with chords (i, i + 3) on even i, and one chip lost.
+TEST(chip_reach, diameter_2_sets_match_an_exhaustive_search) {
+  constexpr uint32_t n = 11;
+  std::string links;
+  std::vector<std::pair<uint32_t, uint32_t>> edges;
+  for (uint32_t i = 0; i < n; ++i) {
+    edges.push_back({i, (i + 1) % n});
+    if (i % 2 == 0)
+      edges.push_back({i, (i + 3) % n});
+  }
+  for (auto [a, b] : edges)
+    links += "    - {chips: [h0.c" + std::to_string(a) + ", h0.c" +
+             std::to_string(b) + "], profile: fast}\n";
+  auto c = parse("  kind: explicit\n  hosts: 1\n  chips_per_host: " +
+                 std::to_string(n) + "\n  host_link: host\n  links:\n" +
+                 links);
+  for (uint32_t lost : {n, 4u}) { // none, then chip 4
+    auto usable = all_usable(c);
+    if (lost < n)
+      usable[lost] = false;
+    // All-pairs hops among usable chips (Floyd-Warshall).
+    constexpr uint32_t far = 1000;
+    std::vector<std::vector<uint32_t>> d(n, std::vector<uint32_t>(n, far));
+    for (uint32_t i = 0; i < n; ++i)
+      d[i][i] = 0;
+    for (auto [a, b] : edges)
+      if (usable[a] && usable[b])
+        d[a][b] = d[b][a] = 1;
+    for (uint32_t m = 0; m < n; ++m)
+      for (uint32_t i = 0; i < n; ++i)
+        for (uint32_t j = 0; j < n; ++j)
+          d[i][j] = std::min(d[i][j], d[i][m] + d[m][j]);
+    uint32_t most = 0;
+    for (uint32_t set = 1; set < (1u << n); ++set) {
+      bool ok = true;
+      uint32_t size = 0;
+      for (uint32_t i = 0; i < n && ok; ++i) {
+        if (!(set >> i & 1))
+          continue;
+        ok = usable[i];
+        ++size;
+        for (uint32_t j = i + 1; j < n && ok; ++j)
+          ok = !(set >> j & 1) || d[i][j] <= 2;
+      }
+      if (ok)
+        most = std::max(most, size);
+    }
+    chip_reach r{c, usable};
+    EXPECT_EQ(r.max_diameter2_set(), most) << "chip " << lost << " lost";
+    EXPECT_EQ(most, 5u); // while balls of radius 2 hold 8 or more
+    EXPECT_EQ(r.min_reach(8), 2u);
+    EXPECT_EQ(r.min_diameter(most + 1), 3u);
+  }
 }
 
 } // namespace

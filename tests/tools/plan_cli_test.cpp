@@ -49,6 +49,8 @@ TEST(plan_cli, json_has_the_documented_keys) {
               b["chain_us"].get<double>(), 1e-6);
   EXPECT_GE(b["min_tp_degree"].get<int>(), 2);
   EXPECT_EQ(b["largest_clique"], 8);
+  // Two neighbouring nodes of the rack's ring (docs/planner.md).
+  EXPECT_EQ(b["largest_diameter2_set"], 16);
   std::ifstream in{trace};
   auto t = nlohmann::json::parse(in);
   EXPECT_GT(t["traceEvents"].size(), 100u);
