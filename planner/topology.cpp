@@ -83,7 +83,7 @@ const std::vector<topology::hop_count>& topology::search(uint32_t dst,
   // not expanded (never relays). dst itself is always expanded.
   auto done = [&] {
     return src != no_node && e.hops[src] != no_route &&
-           e.depth >= uint32_t{e.hops[src]} + 1;
+           e.depth >= uint32_t{e.hops[src]};
   };
   std::vector<uint32_t> next;
   while (!e.frontier.empty() && !done()) {

@@ -49,22 +49,27 @@ public:
   /// Hops from every node to `dst` on routes that avoid blocked relays and
   /// host endpoints (no_route if unreachable, or farther than 254 hops: no
   /// cluster routes that far); node_count() entries. Cached per
-  /// destination, the `route_cache_entries` most recently used: a
-  /// 10,440-chip cluster's table is ~12 KB a destination, and the builder
-  /// routes to a few groups' chips at a time (falcon-180b there: ~7,000
-  /// tables built with 128 cached, ~6,000 with 1,024, for 1.5 MB instead
-  /// of 48 MB at 4,096). The reference is valid until the next call of
-  /// hops_to() or hops_near().
+  /// destination, the `route_cache_entries` most recently used. A
+  /// 10,440-chip cluster's table is ~12 KB; a plan of falcon-180b there
+  /// routes to ~1,350 destinations, each about once a build, over 7
+  /// builds: 128 tables (1.5 MB) search ~6,000 (85 M edge visits), room
+  /// for all (16 MB) would search each once (33 M), and nothing in between
+  /// helps (the builds cycle through them). The memory target decides.
+  /// The reference is valid until the next call of hops_to() or
+  /// hops_near().
   using hop_count = uint8_t;
   static constexpr hop_count no_route = 0xFF;
   static constexpr size_t route_cache_entries = 128;
   const std::vector<hop_count>& hops_to(uint32_t dst);
 
-  /// The same table, exact for every node at most hops(src, dst) + 1 hops
-  /// from `dst`; farther nodes may read no_route (a route search from src
-  /// never needs them). The breadth-first search stops there, and resumes
-  /// when a later call needs more: most routes stay inside a rack, so
-  /// this touches hundreds of nodes, not the cluster.
+  /// The same table, exact for every node at most hops(src, dst) hops
+  /// from `dst`; farther nodes may read no_route. A route search from src
+  /// never needs them: it takes at most one hop more than the shortest
+  /// route, so every chip it steps onto is at most hops(src, dst) from dst
+  /// (the next level, the largest, is not searched). The breadth-first
+  /// search stops there, and resumes when a later call needs more: most
+  /// routes stay inside a rack, so this touches hundreds of nodes, not the
+  /// cluster.
   const std::vector<hop_count>& hops_near(uint32_t dst, uint32_t src);
 
   /// Whether `node` may relay traffic: never a host endpoint.

@@ -293,6 +293,18 @@ private:
   std::unordered_map<uint64_t, uint32_t> shard_index_;
   std::unordered_map<uint64_t, uint32_t> kv_index_;
   bool stopped_ = false;
+  // earliest_route()'s search, reused between calls.
+  struct route_label {
+    uint32_t arrive = 0;
+    uint32_t link = no_id; // link taken into this state
+    uint32_t prev = no_id; // previous state index
+  };
+  using route_entry = std::tuple<uint32_t, uint32_t, uint32_t>; // arrive,
+                                                                // link, state
+  std::unordered_map<uint64_t, uint32_t> route_index_;
+  std::vector<route_label> route_labels_;
+  std::vector<uint64_t> route_keys_;
+  std::vector<route_entry> route_queue_; // a min-heap
 };
 
 std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
@@ -312,17 +324,20 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
   uint32_t fwd_slots = to_slots(
       op_duration_ns(cfg_.chip, s_.weight_dtype, forward_cost(bytes)),
       slot_ns_);
-  // State: (chip, hops taken). Labels are arrival slots.
-  struct label {
-    uint32_t arrive = 0;
-    uint32_t link = no_id;  // link taken into this state
-    uint32_t prev = no_id;  // previous state index
+  // State: (chip, hops taken). Labels are arrival slots. The containers
+  // are the builder's, kept between calls (a plan routes ~10^4 times).
+  auto& index = route_index_; // (chip << 8 | hops) -> state
+  auto& labels = route_labels_;
+  auto& keys = route_keys_;
+  auto& queue = route_queue_;
+  index.clear();
+  labels.clear();
+  keys.clear();
+  queue.clear();
+  auto push = [&](uint32_t arrive, uint32_t link, uint32_t state) {
+    queue.push_back({arrive, link, state});
+    std::push_heap(queue.begin(), queue.end(), std::greater<>{});
   };
-  std::unordered_map<uint64_t, uint32_t> index; // (chip << 8 | hops) -> state
-  std::vector<label> labels;
-  std::vector<uint64_t> keys;
-  using entry = std::tuple<uint32_t, uint32_t, uint32_t>; // arrive, link, state
-  std::priority_queue<entry, std::vector<entry>, std::greater<>> queue;
   auto state_of = [&](uint32_t chip, uint32_t h) {
     uint64_t key = uint64_t{chip} << 8 | h;
     auto [it, fresh] = index.try_emplace(key, uint32_t(labels.size()));
@@ -334,11 +349,12 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
   };
   uint32_t start = state_of(src, 0);
   labels[start].arrive = ready;
-  queue.push({ready, no_id, start});
+  push(ready, no_id, start);
   uint32_t found = no_id;
   while (!queue.empty()) {
-    auto [arrive, via, st] = queue.top();
-    queue.pop();
+    std::pop_heap(queue.begin(), queue.end(), std::greater<>{});
+    auto [arrive, via, st] = queue.back();
+    queue.pop_back();
     if (arrive != labels[st].arrive || via != labels[st].link)
       continue; // superseded
     auto chip = static_cast<uint32_t>(keys[st] >> 8);
@@ -364,7 +380,7 @@ std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
       auto& l = labels[ns];
       if (t1 < l.arrive || (t1 == l.arrive && d < l.link)) {
         l = {t1, d, st};
-        queue.push({t1, d, ns});
+        push(t1, d, ns);
       }
     }
   }
