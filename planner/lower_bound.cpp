@@ -137,7 +137,12 @@ public:
     split_shape sh;
     sh.ka = std::min(k, s_.n_heads);
     sh.km = std::min(k, model::blocks_of(s_.d_ff));
-    sh.h_in = std::max(reach_.min_diameter(sh.ka), reach_.min_reach(sh.km));
+    // With ka <= km the attention chips are MLP chips too, so two of them
+    // (diam(ka) apart at least) must hear from each other; otherwise only
+    // that each MLP chip hears from all ka of them.
+    uint32_t att = sh.ka <= sh.km ? reach_.min_diameter(sh.ka)
+                                  : reach_.min_reach(sh.ka);
+    sh.h_in = std::max(att, reach_.min_reach(sh.km));
     sh.h_out = reach_.min_reach(sh.km);
     return sh;
   }

@@ -25,6 +25,7 @@
 #include <caf/all.hpp>
 
 #include <atomic>
+#include <malloc.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -200,6 +201,13 @@ int run(daemon_options o) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // A host's large transient buffers (verifying the plan, loading tiles)
+  // must go back to the kernel when freed: its RSS is meant to be its
+  // arenas plus what it keeps. glibc raises its mmap threshold to the size
+  // of each mapped block freed, after which such buffers come from the
+  // heap and stay. A fixed threshold (the default, 128 KiB) keeps them
+  // mapped.
+  ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   if (auto err = lockstep::model::check_fp_environment())
     return fail(1, lockstep::render(err));
   daemon_options o;
