@@ -19,8 +19,9 @@ constexpr uint64_t clique_budget = 2'000'000;
 
 // Work allowed for the largest set of diameter 2 (edge visits plus clique
 // search calls, all chips together); beyond it the bound falls back to
-// M(2). groq-1512 needs ~10 M; groq-10440 would need ~10^8 (~0.3 s a
-// bound, and the planner computes one per plan), so it falls back.
+// M(2). groq-1512 fits (62 ms); groq-10440 would take ~46 M edge visits
+// and 198 ms a bound, and the planner computes one per plan and per
+// re-plan, so it falls back.
 constexpr uint64_t diameter2_budget = 30'000'000;
 
 // Bron-Kerbosch with Tomita's pivot, on sorted neighbour lists. `best` is
