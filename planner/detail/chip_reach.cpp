@@ -1,6 +1,7 @@
 #include "planner/detail/chip_reach.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cassert>
 #include <map>
 
@@ -19,9 +20,8 @@ constexpr uint64_t clique_budget = 2'000'000;
 
 // Work allowed for the largest set of diameter 2 (edge visits plus clique
 // search calls, all chips together); beyond it the bound falls back to
-// M(2). groq-1512 fits (62 ms); groq-10440 would take ~46 M edge visits
-// and 198 ms a bound, and the planner computes one per plan and per
-// re-plan, so it falls back.
+// M(2). groq-10440 takes ~10 M (a search over bit sets of a ball's
+// chips); a 2-hop walk from every chip of every ball took 46 M and 198 ms.
 constexpr uint64_t diameter2_budget = 30'000'000;
 
 // Bron-Kerbosch with Tomita's pivot, on sorted neighbour lists. `best` is
@@ -91,6 +91,70 @@ private:
   uint64_t budget_;
 };
 
+// A set of at most 128 chips of one ball, by index.
+struct chip_set {
+  static constexpr uint32_t capacity = 128;
+  uint64_t w[2] = {0, 0};
+  void set(uint32_t i) { w[i / 64] |= uint64_t{1} << (i % 64); }
+  void reset(uint32_t i) { w[i / 64] &= ~(uint64_t{1} << (i % 64)); }
+  bool empty() const { return (w[0] | w[1]) == 0; }
+  uint32_t count() const {
+    return static_cast<uint32_t>(std::popcount(w[0]) + std::popcount(w[1]));
+  }
+  uint32_t first() const {
+    return w[0] != 0 ? static_cast<uint32_t>(std::countr_zero(w[0]))
+                     : 64 + static_cast<uint32_t>(std::countr_zero(w[1]));
+  }
+  chip_set& operator|=(const chip_set& o) {
+    w[0] |= o.w[0];
+    w[1] |= o.w[1];
+    return *this;
+  }
+  friend chip_set operator&(chip_set a, const chip_set& b) {
+    a.w[0] &= b.w[0];
+    a.w[1] &= b.w[1];
+    return a;
+  }
+  friend chip_set operator-(chip_set a, const chip_set& b) {
+    a.w[0] &= ~b.w[0];
+    a.w[1] &= ~b.w[1];
+    return a;
+  }
+};
+
+// The largest clique within `cand` of the graph `adj` (rows as sets),
+// `size` chips already taken: branch and bound with a pivot (a largest
+// clique holds the pivot or one of its non-neighbours). `best` is the
+// largest size seen; false once `calls` passes `budget`.
+bool largest_clique(const std::vector<chip_set>& adj, chip_set cand,
+                    uint32_t size, uint32_t& best, uint64_t& calls,
+                    uint64_t budget) {
+  if (++calls > budget)
+    return false;
+  if (cand.empty()) {
+    best = std::max(best, size);
+    return true;
+  }
+  if (size + cand.count() <= best)
+    return true;
+  uint32_t pivot = cand.first(), most = 0;
+  for (chip_set rest = cand; !rest.empty(); rest.reset(rest.first())) {
+    uint32_t u = rest.first(), n = (cand & adj[u]).count();
+    if (n > most) {
+      most = n;
+      pivot = u;
+    }
+  }
+  for (chip_set branch = cand - adj[pivot]; !branch.empty();) {
+    uint32_t u = branch.first();
+    branch.reset(u);
+    if (!largest_clique(adj, cand & adj[u], size + 1, best, calls, budget))
+      return false;
+    cand.reset(u);
+  }
+  return true;
+}
+
 } // namespace
 
 chip_reach::chip_reach(const cluster_config& config,
@@ -132,10 +196,10 @@ uint64_t chip_reach::max_diameter2_set() {
   // hops apart). Each such clique has a lowest chip v and lies in v's ball
   // of radius 2: the largest one containing v as its lowest chip is
   // 1 + the largest clique of G^2 among the later chips of that ball.
-  // Its cost, about: every chip's later half of its ball, each walked 2
-  // hops. Past the budget, do not start.
+  // Its cost, about: per chip, its ball (d + d^2 visits) and two passes
+  // over its later chips' links. Past the budget, do not start.
   uint64_t d = max_degree_;
-  if (uint64_t{usable_count_} * (max_ball(2) / 2) * (d + d * d) >
+  if (uint64_t{usable_count_} * (d + d * d + max_ball(2) * (d + 1)) >
       diameter2_budget) {
     diameter2_ = max_ball(2);
     return diameter2_;
@@ -143,52 +207,70 @@ uint64_t chip_reach::max_diameter2_set() {
   uint64_t work = 0;
   uint32_t best = std::max(clique_, usable_count_ == 0 ? 0u : 1u);
   std::vector<uint32_t> seen(usable_count_, UINT32_MAX); // stamp: chip
-  std::vector<uint32_t> local(usable_count_, UINT32_MAX); // index in ball
-  std::vector<uint32_t> ball;
-  std::vector<std::vector<uint32_t>> g2; // G^2 among the ball's later chips
-  // The chips within 2 hops of x (x itself excluded), stamped with `mark`.
-  auto near = [&](uint32_t x, uint32_t mark, auto&& visit) {
-    seen[x] = mark;
-    for (auto u : adj_[x]) {
+  std::vector<uint32_t> slot(usable_count_);             // valid if seen
+  std::vector<uint32_t> later;                           // of v's ball
+  std::vector<chip_set> near_later; // by slot: later chips at most 1 hop away
+  std::vector<chip_set> g2;         // by later chip: G^2 among them
+  for (uint32_t v = 0; v < usable_count_; ++v) {
+    // The later chips within 2 hops of v.
+    later.clear();
+    seen[v] = v;
+    auto reached = [&](uint32_t x) {
       ++work;
-      if (seen[u] != mark) {
-        seen[u] = mark;
-        visit(u);
+      if (seen[x] != v) {
+        seen[x] = v;
+        if (x > v)
+          later.push_back(x);
       }
-      for (auto w : adj_[u]) {
+    };
+    for (auto u : adj_[v]) {
+      reached(u);
+      for (auto w : adj_[u])
+        reached(w);
+    }
+    if (1 + later.size() <= best)
+      continue;
+    if (later.size() > chip_set::capacity) {
+      diameter2_ = max_ball(2); // too wide for the search: the ball bound
+      return diameter2_;
+    }
+    // Two later chips are within 2 hops iff some chip is at most 1 hop
+    // from both: for every chip x next to (or one of) them, the set of
+    // later chips at most 1 hop from x; then each one's G^2 row is the
+    // union over its own closed neighbourhood. Stamps: v + usable (the
+    // ball walk above used v).
+    uint32_t mark = usable_count_ + v;
+    near_later.clear();
+    auto slot_of = [&](uint32_t x) {
+      if (seen[x] != mark) {
+        seen[x] = mark;
+        slot[x] = static_cast<uint32_t>(near_later.size());
+        near_later.push_back({});
+      }
+      return slot[x];
+    };
+    for (uint32_t j = 0; j < later.size(); ++j) {
+      near_later[slot_of(later[j])].set(j);
+      for (auto x : adj_[later[j]]) {
         ++work;
-        if (seen[w] != mark) {
-          seen[w] = mark;
-          visit(w);
-        }
+        near_later[slot_of(x)].set(j);
       }
     }
-  };
-  uint32_t stamp = 0;
-  for (uint32_t v = 0; v < usable_count_; ++v) {
-    ball.clear();
-    near(v, stamp++, [&](uint32_t u) {
-      if (u > v)
-        ball.push_back(u);
-    });
-    if (1 + ball.size() <= best)
-      continue;
-    std::sort(ball.begin(), ball.end());
-    for (uint32_t i = 0; i < ball.size(); ++i)
-      local[ball[i]] = i;
-    g2.assign(ball.size(), {});
-    for (uint32_t i = 0; i < ball.size(); ++i)
-      near(ball[i], stamp++, [&](uint32_t u) {
-        if (u > v && local[u] != UINT32_MAX)
-          g2[i].push_back(local[u]);
-      });
-    for (auto& n : g2)
-      std::sort(n.begin(), n.end());
-    for (auto u : ball)
-      local[u] = UINT32_MAX;
-    uint32_t rest = best > 0 ? best - 1 : 0;
+    g2.assign(later.size(), {});
+    for (uint32_t i = 0; i < later.size(); ++i) {
+      g2[i] |= near_later[slot[later[i]]];
+      for (auto x : adj_[later[i]]) {
+        ++work;
+        g2[i] |= near_later[slot[x]];
+      }
+      g2[i].reset(i);
+    }
+    chip_set all;
+    for (uint32_t i = 0; i < later.size(); ++i)
+      all.set(i);
+    uint32_t rest = best - 1;
     if (work > diameter2_budget ||
-        !clique_search{g2, work, diameter2_budget}.run(rest)) {
+        !largest_clique(g2, all, 0, rest, work, diameter2_budget)) {
       diameter2_ = max_ball(2); // too costly: the ball bound
       return diameter2_;
     }

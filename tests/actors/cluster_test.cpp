@@ -231,19 +231,31 @@ TEST_F(cluster, paced_local_8_is_bit_identical_and_once_warm_misses_no_slot) {
 // local-64 spreads every step over 8 processes, so one stalled process
 // anywhere misses a slot: CI saw 3 misses at 20 ms, and here, with two busy
 // loops beside the cluster, one process in four runs stalled 55-186 ms once.
-// So this test uses 50 ms slots and two steps (one prompt token, two tokens
-// out; ~320 slots a step): no miss in 4 runs under the same busy loops.
-TEST_F(cluster, paced_local_64_is_bit_identical_and_misses_no_slot) {
+// So this test uses 50 ms slots and short requests (~320 slots a step).
+// As on local-8 (above), the first request is a warm-up that must still be
+// bit-identical: a full CI run (2026-12-05, evening) saw 3 misses at 50 ms
+// in a cold two-step request, on an otherwise idle machine. The request
+// after it must miss none.
+TEST_F(cluster, paced_local_64_is_bit_identical_and_once_warm_misses_no_slot) {
   auto r = up("local-64", "tiny-64",
               {"--slot-mode", "paced", "--slot-us", "50000"});
   ASSERT_EQ(r.code, 0) << r.err;
+  auto warm = generate({"--prompt-tokens", "5", "--max-tokens", "1"});
+  auto want_warm = reference("tiny-64", {0, {5}, 1, {}, 0});
+  EXPECT_EQ(warm["tokens"].get<std::vector<int32_t>>(), want_warm.tokens);
+  EXPECT_EQ(warm["logits_sha256"], want_warm.logits_sha256);
+  // Counters arrive with the hosts' heartbeats: wait for the next.
+  std::this_thread::sleep_for(1500ms);
+  uint64_t warm_up_misses = slot_misses(status());
   auto g = generate({"--prompt-tokens", "5", "--max-tokens", "2"});
   auto want = reference("tiny-64", {0, {5}, 2, {}, 0});
   EXPECT_EQ(g["tokens"].get<std::vector<int32_t>>(), want.tokens);
   EXPECT_EQ(g["logits_sha256"], want.logits_sha256);
   std::this_thread::sleep_for(1500ms);
   auto st = status();
-  EXPECT_EQ(slot_misses(st), 0u);
+  RecordProperty("warm_up_slot_misses", std::to_string(warm_up_misses));
+  EXPECT_EQ(slot_misses(st) - warm_up_misses, 0u)
+      << warm_up_misses << " in the warm-up request";
   expect_work_spread(st);
 }
 

@@ -118,59 +118,108 @@ TEST(chip_reach, a_groq_node_is_the_largest_clique) {
   EXPECT_EQ(f.clique(), c.chips_per_node - 1);
 }
 
-// The largest set of diameter <= 2 against every subset of a small graph:
-// a ring of 11 with chords (i, i + 3) on even i, and one chip lost.
-TEST(chip_reach, diameter_2_sets_match_an_exhaustive_search) {
-  constexpr uint32_t n = 11;
-  std::string links;
-  std::vector<std::pair<uint32_t, uint32_t>> edges;
-  for (uint32_t i = 0; i < n; ++i) {
-    edges.push_back({i, (i + 1) % n});
-    if (i % 2 == 0)
-      edges.push_back({i, (i + 3) % n});
+// The most chips of `c` (n chips, `edges`) that are all within 2 hops of
+// each other, by trying every subset (chips not `usable` excluded, and
+// relaying nothing).
+uint32_t exhaustive_diameter2(uint32_t n,
+                              const std::vector<std::pair<uint32_t, uint32_t>>& edges,
+                              const std::vector<bool>& usable) {
+  // All-pairs hops among usable chips (Floyd-Warshall).
+  constexpr uint32_t far = 1000;
+  std::vector<std::vector<uint32_t>> d(n, std::vector<uint32_t>(n, far));
+  for (uint32_t i = 0; i < n; ++i)
+    d[i][i] = 0;
+  for (auto [a, b] : edges)
+    if (usable[a] && usable[b])
+      d[a][b] = d[b][a] = 1;
+  for (uint32_t m = 0; m < n; ++m)
+    for (uint32_t i = 0; i < n; ++i)
+      for (uint32_t j = 0; j < n; ++j)
+        d[i][j] = std::min(d[i][j], d[i][m] + d[m][j]);
+  uint32_t most = 0;
+  for (uint32_t set = 1; set < (1u << n); ++set) {
+    bool ok = true;
+    uint32_t size = 0;
+    for (uint32_t i = 0; i < n && ok; ++i) {
+      if (!(set >> i & 1))
+        continue;
+      ok = usable[i];
+      ++size;
+      for (uint32_t j = i + 1; j < n && ok; ++j)
+        ok = !(set >> j & 1) || d[i][j] <= 2;
+    }
+    if (ok)
+      most = std::max(most, size);
   }
+  return most;
+}
+
+cluster_config with_edges(uint32_t n,
+                          const std::vector<std::pair<uint32_t, uint32_t>>& edges) {
+  std::string links;
   for (auto [a, b] : edges)
     links += "    - {chips: [h0.c" + std::to_string(a) + ", h0.c" +
              std::to_string(b) + "], profile: fast}\n";
-  auto c = parse("  kind: explicit\n  hosts: 1\n  chips_per_host: " +
-                 std::to_string(n) + "\n  host_link: host\n  links:\n" +
-                 links);
-  for (uint32_t lost : {n, 4u}) { // none, then chip 4
+  return parse("  kind: explicit\n  hosts: 1\n  chips_per_host: " +
+               std::to_string(n) + "\n  host_link: host\n  links:\n" +
+               links);
+}
+
+// At Groq's largest scale the count stays within its work budget (it
+// does not fall back to the balls, which hold 60-odd chips): two nodes of
+// a rack's ring.
+TEST(chip_reach, groq_10440_counts_its_diameter_2_sets) {
+  auto c = test::load_shipped("groq-10440");
+  auto usable = all_usable(c);
+  for (auto s : c.spares)
+    usable[s] = false;
+  chip_reach r{c, usable};
+  EXPECT_EQ(r.max_diameter2_set(), 2 * c.chips_per_node);
+  EXPECT_EQ(r.min_diameter(2 * c.chips_per_node + 1), 3u);
+}
+
+// The largest set of diameter <= 2 against every subset of small graphs:
+// a ring of 11 with chords (i, i + 3) on even i, and 16 chips with
+// irregular chords; each whole and with a chip lost.
+TEST(chip_reach, diameter_2_sets_match_an_exhaustive_search) {
+  std::vector<std::pair<uint32_t, uint32_t>> ring;
+  for (uint32_t i = 0; i < 11; ++i) {
+    ring.push_back({i, (i + 1) % 11});
+    if (i % 2 == 0)
+      ring.push_back({i, (i + 3) % 11});
+  }
+  std::vector<std::pair<uint32_t, uint32_t>> mesh;
+  for (uint32_t i = 0; i < 16; ++i) {
+    mesh.push_back({i, (i + 1) % 16});
+    if (i % 3 == 0)
+      mesh.push_back({i, (i + 5) % 16});
+    if (i % 4 == 1)
+      mesh.push_back({i, (i + 7) % 16});
+  }
+  mesh.push_back({0, 8});
+  mesh.push_back({2, 8});
+  mesh.push_back({4, 8});
+  struct graph {
+    uint32_t n;
+    const std::vector<std::pair<uint32_t, uint32_t>>* edges;
+    uint32_t lost;     // n: none
+    uint32_t expected; // as the search found it
+  };
+  for (auto g : {graph{11, &ring, 11, 5}, graph{11, &ring, 4, 5},
+                 graph{16, &mesh, 16, 8}, graph{16, &mesh, 8, 5}}) {
+    auto c = with_edges(g.n, *g.edges);
     auto usable = all_usable(c);
-    if (lost < n)
-      usable[lost] = false;
-    // All-pairs hops among usable chips (Floyd-Warshall).
-    constexpr uint32_t far = 1000;
-    std::vector<std::vector<uint32_t>> d(n, std::vector<uint32_t>(n, far));
-    for (uint32_t i = 0; i < n; ++i)
-      d[i][i] = 0;
-    for (auto [a, b] : edges)
-      if (usable[a] && usable[b])
-        d[a][b] = d[b][a] = 1;
-    for (uint32_t m = 0; m < n; ++m)
-      for (uint32_t i = 0; i < n; ++i)
-        for (uint32_t j = 0; j < n; ++j)
-          d[i][j] = std::min(d[i][j], d[i][m] + d[m][j]);
-    uint32_t most = 0;
-    for (uint32_t set = 1; set < (1u << n); ++set) {
-      bool ok = true;
-      uint32_t size = 0;
-      for (uint32_t i = 0; i < n && ok; ++i) {
-        if (!(set >> i & 1))
-          continue;
-        ok = usable[i];
-        ++size;
-        for (uint32_t j = i + 1; j < n && ok; ++j)
-          ok = !(set >> j & 1) || d[i][j] <= 2;
-      }
-      if (ok)
-        most = std::max(most, size);
-    }
+    if (g.lost < g.n)
+      usable[g.lost] = false;
+    uint32_t most = exhaustive_diameter2(g.n, *g.edges, usable);
     chip_reach r{c, usable};
-    EXPECT_EQ(r.max_diameter2_set(), most) << "chip " << lost << " lost";
-    EXPECT_EQ(most, 5u); // while balls of radius 2 hold 8 or more
-    EXPECT_EQ(r.min_reach(8), 2u);
+    EXPECT_EQ(r.max_diameter2_set(), most)
+        << g.n << " chips, chip " << g.lost << " lost";
+    EXPECT_EQ(most, g.expected);
     EXPECT_EQ(r.min_diameter(most + 1), 3u);
+    // Some ball of radius 2 holds more: the ball bound alone would have
+    // allowed 2 hops there.
+    EXPECT_LE(r.min_reach(most + 1), 2u);
   }
 }
 
