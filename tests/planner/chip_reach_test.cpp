@@ -36,6 +36,14 @@ std::vector<bool> all_usable(const cluster_config& c) {
   return std::vector<bool>(c.chip_count(), true);
 }
 
+// Every chip of `c` but its spares.
+std::vector<bool> spares_off(const cluster_config& c) {
+  auto usable = all_usable(c);
+  for (auto s : c.spares)
+    usable[s] = false;
+  return usable;
+}
+
 // Two nodes of three (full meshes) joined chip i to chip i: every chip has
 // 3 neighbours, all 6 chips are within 2 hops of each, the largest clique
 // is a node.
@@ -97,9 +105,7 @@ TEST(chip_reach, a_ring_bounds_diameters_by_its_balls) {
 // hops at least.
 TEST(chip_reach, a_groq_node_is_the_largest_clique) {
   auto c = test::load_shipped("groq-64");
-  auto usable = all_usable(c);
-  for (auto s : c.spares)
-    usable[s] = false;
+  auto usable = spares_off(c);
   chip_reach r{c, usable};
   EXPECT_EQ(r.clique(), c.chips_per_node);
   EXPECT_EQ(r.min_diameter(c.chips_per_node), 1u);
@@ -170,10 +176,7 @@ cluster_config with_edges(uint32_t n,
 // a rack's ring.
 TEST(chip_reach, groq_10440_counts_its_diameter_2_sets) {
   auto c = test::load_shipped("groq-10440");
-  auto usable = all_usable(c);
-  for (auto s : c.spares)
-    usable[s] = false;
-  chip_reach r{c, usable};
+  chip_reach r{c, spares_off(c)};
   EXPECT_EQ(r.max_diameter2_set(), 2 * c.chips_per_node);
   EXPECT_EQ(r.min_diameter(2 * c.chips_per_node + 1), 3u);
 }
