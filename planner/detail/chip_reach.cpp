@@ -4,6 +4,7 @@
 #include <bit>
 #include <cassert>
 #include <map>
+#include <optional>
 
 namespace lockstep::planner::detail {
 
@@ -14,110 +15,52 @@ namespace {
 // needs ~2.5 M at radius 2.
 constexpr uint64_t ball_budget = 40'000'000;
 
-// Recursive calls allowed for the largest clique; beyond it the clique
-// bound falls back to (largest degree + 1), which is still a bound.
-constexpr uint64_t clique_budget = 2'000'000;
-
-// Work allowed for the largest set of diameter 2 (edge visits plus clique
-// search calls, all chips together); beyond it the bound falls back to
-// M(2). groq-10440 takes ~10 M (a search over bit sets of a ball's
+// Work allowed for the largest clique, and again for the largest set of
+// diameter 2 (edge visits plus search calls, all chips together); beyond
+// it the figure falls back to (largest degree + 1), or M(2), still bounds.
+// groq-10440 takes ~10 M at radius 2 (a search over bit sets of a ball's
 // chips); a 2-hop walk from every chip of every ball took 46 M and 198 ms.
-constexpr uint64_t diameter2_budget = 30'000'000;
+constexpr uint64_t search_budget = 30'000'000;
 
-// Bron-Kerbosch with Tomita's pivot, on sorted neighbour lists. `best` is
-// the largest clique size seen; returns false once `calls` passes
-// `budget`.
-class clique_search {
-public:
-  clique_search(const std::vector<std::vector<uint32_t>>& adj, uint64_t& calls,
-                uint64_t budget)
-      : adj_(adj), calls_(calls), budget_(budget) {}
-
-  bool run(uint32_t& best) {
-    for (uint32_t v = 0; v < adj_.size(); ++v) {
-      std::vector<uint32_t> later;
-      for (auto u : adj_[v])
-        if (u > v)
-          later.push_back(u);
-      if (!expand(1, later, {}, best))
-        return false;
-    }
-    return true;
-  }
-
-private:
-  std::vector<uint32_t> meet(const std::vector<uint32_t>& a, uint32_t v) const {
-    std::vector<uint32_t> out;
-    std::set_intersection(a.begin(), a.end(), adj_[v].begin(), adj_[v].end(),
-                          std::back_inserter(out));
-    return out;
-  }
-
-  bool expand(uint32_t size, std::vector<uint32_t> cand,
-              std::vector<uint32_t> done, uint32_t& best) {
-    if (++calls_ > budget_)
-      return false;
-    if (cand.empty()) {
-      best = std::max(best, size);
-      return true;
-    }
-    if (size + cand.size() <= best)
-      return true; // cannot beat the best
-    // Pivot: the vertex of cand ∪ done with most neighbours in cand.
-    uint32_t pivot = cand.front();
-    size_t most = 0;
-    for (const auto* set : {&cand, &done})
-      for (auto u : *set) {
-        size_t n = meet(cand, u).size();
-        if (n >= most) {
-          most = n;
-          pivot = u;
-        }
-      }
-    std::vector<uint32_t> branch;
-    std::set_difference(cand.begin(), cand.end(), adj_[pivot].begin(),
-                        adj_[pivot].end(), std::back_inserter(branch));
-    for (auto v : branch) {
-      if (!expand(size + 1, meet(cand, v), meet(done, v), best))
-        return false;
-      cand.erase(std::lower_bound(cand.begin(), cand.end(), v));
-      done.insert(std::lower_bound(done.begin(), done.end(), v), v);
-    }
-    return true;
-  }
-
-  const std::vector<std::vector<uint32_t>>& adj_;
-  uint64_t& calls_;
-  uint64_t budget_;
-};
-
-// A set of at most 128 chips of one ball, by index.
+// A set of at most 256 chips of one ball, by index (a local-1500 chip's
+// later neighbours: 135).
 struct chip_set {
-  static constexpr uint32_t capacity = 128;
-  uint64_t w[2] = {0, 0};
+  static constexpr uint32_t words = 4;
+  static constexpr uint32_t capacity = 64 * words;
+  uint64_t w[words] = {};
   void set(uint32_t i) { w[i / 64] |= uint64_t{1} << (i % 64); }
   void reset(uint32_t i) { w[i / 64] &= ~(uint64_t{1} << (i % 64)); }
-  bool empty() const { return (w[0] | w[1]) == 0; }
-  uint32_t count() const {
-    return static_cast<uint32_t>(std::popcount(w[0]) + std::popcount(w[1]));
+  bool empty() const {
+    uint64_t any = 0;
+    for (auto x : w)
+      any |= x;
+    return any == 0;
   }
-  uint32_t first() const {
-    return w[0] != 0 ? static_cast<uint32_t>(std::countr_zero(w[0]))
-                     : 64 + static_cast<uint32_t>(std::countr_zero(w[1]));
+  uint32_t count() const {
+    uint32_t n = 0;
+    for (auto x : w)
+      n += static_cast<uint32_t>(std::popcount(x));
+    return n;
+  }
+  uint32_t first() const { // REQUIRES: !empty()
+    uint32_t k = 0;
+    while (w[k] == 0)
+      ++k;
+    return 64 * k + static_cast<uint32_t>(std::countr_zero(w[k]));
   }
   chip_set& operator|=(const chip_set& o) {
-    w[0] |= o.w[0];
-    w[1] |= o.w[1];
+    for (uint32_t k = 0; k < words; ++k)
+      w[k] |= o.w[k];
     return *this;
   }
   friend chip_set operator&(chip_set a, const chip_set& b) {
-    a.w[0] &= b.w[0];
-    a.w[1] &= b.w[1];
+    for (uint32_t k = 0; k < words; ++k)
+      a.w[k] &= b.w[k];
     return a;
   }
   friend chip_set operator-(chip_set a, const chip_set& b) {
-    a.w[0] &= ~b.w[0];
-    a.w[1] &= ~b.w[1];
+    for (uint32_t k = 0; k < words; ++k)
+      a.w[k] &= ~b.w[k];
     return a;
   }
 };
@@ -183,36 +126,41 @@ chip_reach::chip_reach(const cluster_config& config,
   }
   balls_ = {usable_count_ == 0 ? 0u : 1u,
             std::min<uint64_t>(usable_count_, max_degree_ + 1)};
-  clique_ = usable_count_ == 0 ? 0 : 1;
-  uint64_t calls = 0;
-  if (!clique_search{adj_, calls, clique_budget}.run(clique_))
-    clique_ = max_degree_ + 1;
+  clique_ = usable_count_ == 0
+                ? 0
+                : largest_close_set(1, 1).value_or(max_degree_ + 1);
 }
 
 uint64_t chip_reach::max_diameter2_set() {
-  if (diameter2_ != 0)
+  if (diameter2_ != 0 || usable_count_ == 0)
     return diameter2_;
-  // A set of diameter <= 2 is a clique of G^2 (chips joined when at most 2
-  // hops apart). Each such clique has a lowest chip v and lies in v's ball
-  // of radius 2: the largest one containing v as its lowest chip is
-  // 1 + the largest clique of G^2 among the later chips of that ball.
   // Its cost, about: per chip, its ball (d + d^2 visits) and two passes
   // over its later chips' links. Past the budget, do not start.
   uint64_t d = max_degree_;
   if (uint64_t{usable_count_} * (d + d * d + max_ball(2) * (d + 1)) >
-      diameter2_budget) {
+      search_budget) {
     diameter2_ = max_ball(2);
     return diameter2_;
   }
+  diameter2_ = largest_close_set(2, std::max(clique_, 1u)).value_or(max_ball(2));
+  return diameter2_;
+}
+
+std::optional<uint32_t> chip_reach::largest_close_set(uint32_t radius,
+                                                      uint32_t best) {
+  // A set of chips pairwise at most `radius` hops apart is a clique of G
+  // (radius 1) or of G^2 (chips joined when at most 2 hops apart). Each
+  // such clique has a lowest chip v and lies in v's ball of that radius:
+  // the largest one containing v as its lowest chip is 1 + the largest
+  // clique among the later chips of that ball.
   uint64_t work = 0;
-  uint32_t best = std::max(clique_, usable_count_ == 0 ? 0u : 1u);
   std::vector<uint32_t> seen(usable_count_, UINT32_MAX); // stamp: chip
   std::vector<uint32_t> slot(usable_count_);             // valid if seen
   std::vector<uint32_t> later;                           // of v's ball
   std::vector<chip_set> near_later; // by slot: later chips at most 1 hop away
-  std::vector<chip_set> g2;         // by later chip: G^2 among them
+  std::vector<chip_set> rows;       // by later chip: its neighbours among them
   for (uint32_t v = 0; v < usable_count_; ++v) {
-    // The later chips within 2 hops of v.
+    // The later chips within `radius` hops of v.
     later.clear();
     seen[v] = v;
     auto reached = [&](uint32_t x) {
@@ -225,20 +173,19 @@ uint64_t chip_reach::max_diameter2_set() {
     };
     for (auto u : adj_[v]) {
       reached(u);
-      for (auto w : adj_[u])
-        reached(w);
+      if (radius == 2)
+        for (auto w : adj_[u])
+          reached(w);
     }
     if (1 + later.size() <= best)
       continue;
-    if (later.size() > chip_set::capacity) {
-      diameter2_ = max_ball(2); // too wide for the search: the ball bound
-      return diameter2_;
-    }
-    // Two later chips are within 2 hops iff some chip is at most 1 hop
-    // from both: for every chip x next to (or one of) them, the set of
-    // later chips at most 1 hop from x; then each one's G^2 row is the
-    // union over its own closed neighbourhood. Stamps: v + usable (the
-    // ball walk above used v).
+    if (later.size() > chip_set::capacity)
+      return std::nullopt; // too wide for the search
+    // For every chip x next to (or one of) the later chips, the later chips
+    // at most 1 hop from x. A later chip's row in G is its own entry; in
+    // G^2 (two chips are within 2 hops iff some chip is at most 1 hop from
+    // both) the union over its closed neighbourhood. Stamps: v + usable
+    // (the ball walk above used v).
     uint32_t mark = usable_count_ + v;
     near_later.clear();
     auto slot_of = [&](uint32_t x) {
@@ -256,28 +203,26 @@ uint64_t chip_reach::max_diameter2_set() {
         near_later[slot_of(x)].set(j);
       }
     }
-    g2.assign(later.size(), {});
+    rows.assign(later.size(), {});
     for (uint32_t i = 0; i < later.size(); ++i) {
-      g2[i] |= near_later[slot[later[i]]];
-      for (auto x : adj_[later[i]]) {
-        ++work;
-        g2[i] |= near_later[slot[x]];
-      }
-      g2[i].reset(i);
+      rows[i] = near_later[slot[later[i]]];
+      if (radius == 2)
+        for (auto x : adj_[later[i]]) {
+          ++work;
+          rows[i] |= near_later[slot[x]];
+        }
+      rows[i].reset(i);
     }
     chip_set all;
     for (uint32_t i = 0; i < later.size(); ++i)
       all.set(i);
     uint32_t rest = best - 1;
-    if (work > diameter2_budget ||
-        !largest_clique(g2, all, 0, rest, work, diameter2_budget)) {
-      diameter2_ = max_ball(2); // too costly: the ball bound
-      return diameter2_;
-    }
+    if (work > search_budget ||
+        !largest_clique(rows, all, 0, rest, work, search_budget))
+      return std::nullopt; // too costly
     best = std::max(best, rest + 1);
   }
-  diameter2_ = best;
-  return diameter2_;
+  return best;
 }
 
 uint64_t chip_reach::max_ball(uint32_t r) {

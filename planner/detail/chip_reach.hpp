@@ -25,6 +25,7 @@
 #include "planner/cluster_config.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace lockstep::planner::detail {
@@ -66,6 +67,11 @@ public:
 private:
   /// M(r): the most usable chips within r hops of one usable chip.
   uint64_t max_ball(uint32_t r);
+
+  /// The most usable chips pairwise at most `radius` (1 or 2) hops apart,
+  /// if more than `best`, else `best`; nothing if the search would exceed
+  /// its work budget or a ball's width. REQUIRES: chips() >= 1.
+  std::optional<uint32_t> largest_close_set(uint32_t radius, uint32_t best);
 
   std::vector<std::vector<uint32_t>> adj_; // usable neighbours, sorted
   uint32_t usable_count_ = 0;
