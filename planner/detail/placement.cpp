@@ -292,31 +292,38 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
     // groq-10440 took 3 s instead of 1.6 s, so they stay last.)
     uint32_t cpn = std::max(config.chips_per_node, 1u);
     std::optional<size_t> first_group;
+    // LM-head chip counts to try with the ends first: the fewest that hold
+    // it, and every chip the node has left (a shorter lm_head op, and the
+    // logits cross that many more host links side by side; but x must
+    // reach them all: the exact schedule decides).
+    std::vector<uint32_t> heads_first;
     if (config.machine_cores == 0 && c.e + c.h <= cpn &&
         c.e + c.h <= available.size() && c.h > 0) {
-      uint32_t last_head = available[c.h - 1];
       uint32_t last_end = available[c.e + c.h - 1];
       uint32_t boundary = (last_end / cpn + 1) * cpn;
       size_t at = std::lower_bound(available.begin(), available.end(),
                                    boundary) -
                   available.begin();
-      bool on_host0 = last_head < config.chips_per_host.front();
-      if (on_host0 && at + size_t{c.groups} * c.k <= available.size())
+      if (at + size_t{c.groups} * c.k <= available.size()) {
         first_group = at;
+        auto wide = static_cast<uint32_t>(at) - c.e;
+        for (uint32_t h : {c.h, wide})
+          if ((heads_first.empty() || h > heads_first.back()) &&
+              available[h - 1] < config.chips_per_host.front()) // on host 0
+            heads_first.push_back(h);
+      }
     }
-    for (bool ends_first : {true, false}) {
-      if (ends_first && !first_group)
-        continue;
+    auto add = [&](bool ends_first, uint32_t h) {
       placement p;
       p.tp_degree = c.k;
       p.layers_per_group = c.m;
       p.aligned_splits = c.aligned;
       p.estimate_s = c.estimate_s;
-      size_t next = ends_first ? c.h : size_t{c.groups} * c.k;
+      size_t next = ends_first ? h : size_t{c.groups} * c.k;
       for (uint32_t i = 0; i < c.e; ++i)
         p.embed_chips.push_back(available[next++]);
       next = ends_first ? 0 : next;
-      for (uint32_t i = 0; i < c.h; ++i)
+      for (uint32_t i = 0; i < h; ++i)
         p.head_chips.push_back(available[next++]);
       next = ends_first ? *first_group : 0;
       for (uint32_t g = 0; g < c.groups; ++g) {
@@ -326,7 +333,10 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
         p.groups.push_back(std::move(chips));
       }
       out.push_back(std::move(p));
-    }
+    };
+    for (uint32_t h : heads_first)
+      add(true, h);
+    add(false, c.h);
   }
   return out;
 }
