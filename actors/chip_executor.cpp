@@ -223,9 +223,22 @@ caf::error chip_executor::check_kind(const op& o) {
     return i < o.weights.size() &&
            plan_.shards[o.weights[i]].tensor.kind == kind;
   };
+  // x as slices, in order, tiling it, one row table each (an all-gather's
+  // buffers, or a gather's inputs).
+  auto tiles_x = [&]() {
+    uint32_t at = 0;
+    for (const auto& i : o.inputs)
+      if (i.shape.rows != in(0).rows || !i.shape.row_table ||
+          i.shape.pieces != 1 || i.shape.col_first != at)
+        return false;
+      else
+        at += i.shape.cols;
+    return !o.inputs.empty() && at == d;
+  };
   if (o.kind != op_kind::feed && o.kind != op_kind::select &&
       o.kind != op_kind::sample && o.kind != op_kind::gather &&
-      o.kind != op_kind::combine && o.inputs.size() != 1)
+      o.kind != op_kind::combine && o.kind != op_kind::attention &&
+      o.kind != op_kind::mlp && o.inputs.size() != 1)
     return need(false, "reads one input, not " +
                            std::to_string(o.inputs.size()));
   if (o.outputs.size() != 1 && o.kind != op_kind::attention &&
@@ -271,12 +284,15 @@ caf::error chip_executor::check_kind(const op& o) {
   case op_kind::attention:
   case op_kind::mlp: {
     bool attn = o.kind == op_kind::attention;
-    if (o.weights.size() != (attn ? 5u : 4u) || !is_x(in(0), in(0).rows))
-      return need(false, "reads x and its " + std::string{attn ? "5" : "4"} +
-                             " shards");
+    if (o.weights.size() != (attn ? 5u : 4u) || !tiles_x())
+      return need(false, "reads x (whole or its slices) and its " +
+                             std::string{attn ? "5" : "4"} + " shards");
     uint32_t rows = in(0).rows;
+    if (o.scratch_bytes < planner::assembled_x_floats(o) * 4)
+      return need(false, "its scratch cannot hold x assembled");
     if (o.outputs.size() == 1 && out(0).row_table)
-      return need(is_x(out(0), rows), "its fused output is not x");
+      return need(is_x(out(0), rows) && o.inputs.size() == 1,
+                  "its fused output is not x, or it reads x in slices");
     auto pieces = static_cast<uint32_t>(
         model::shard_pieces(weight(o.weights.back())).size());
     uint32_t at = 0;
@@ -318,15 +334,10 @@ caf::error chip_executor::check_kind(const op& o) {
     return need(!b.row_table && b.pieces == rule.outputs().size(),
                 "a partial combine writes its output nodes");
   }
-  case op_kind::gather: {
-    const auto& x = out(0);
-    bool ok = x.row_table && !o.inputs.empty() && x.pieces == 1;
-    for (const auto& i : o.inputs)
-      ok = ok && i.shape.rows == x.rows && i.shape.row_table &&
-           i.shape.pieces == 1 && i.shape.col_first >= x.col_first &&
-           i.shape.col_first + i.shape.cols <= x.col_first + x.cols;
-    return need(ok, "a gather reads slices inside x and writes x");
-  }
+  case op_kind::gather:
+    return need(is_x(out(0), out(0).rows) && tiles_x() &&
+                    in(0).rows == out(0).rows,
+                "a gather reads the slices of x and writes x");
   case op_kind::final_norm:
     return need(is_x(in(0), in(0).rows) && out(0).rows > 0 &&
                     in(0).rows % out(0).rows == 0 &&

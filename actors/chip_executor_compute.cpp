@@ -44,6 +44,44 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
     return err ? fail(errc::compute_failed, o, render(err)) : caf::error{};
   };
   std::span<float> scratch{at<float>(o.scratch_offset), o.scratch_bytes / 4};
+  // x from its slices (a gather's inputs, or an attention or MLP op's when
+  // it reads the all-gather's buffers where they arrived), into `x`, rows
+  // of d; their row tables must agree.
+  auto assemble = [&](float* x) -> caf::error {
+    auto first = in_table(0);
+    for (size_t i = 1; i < o.inputs.size(); ++i) {
+      auto other = in_table(i);
+      if (other.size() != first.size() ||
+          std::memcmp(other.data(), first.data(),
+                      first.size() * sizeof(token_row)) != 0)
+        return fail(errc::compute_failed, o,
+                    "the row tables of its slices disagree (input " +
+                        std::to_string(i) + ")");
+    }
+    for (size_t i = 0; i < o.inputs.size(); ++i) {
+      const auto& sh = o.inputs[i].shape;
+      const float* v = in_values(i);
+      for (uint32_t t = 0; t < sh.rows; ++t)
+        std::memcpy(x + size_t{t} * d + sh.col_first, v + size_t{t} * sh.cols,
+                    size_t{sh.cols} * 4);
+    }
+    return {};
+  };
+  // Attention and MLP read x whole, or assemble it at the end of their
+  // scratch (planner::assembled_x_floats); the rest is their work space.
+  std::span<float> work = scratch;
+  const float* x_in = nullptr;
+  if (o.kind == op_kind::attention || o.kind == op_kind::mlp) {
+    if (auto n = planner::assembled_x_floats(o); n == 0) {
+      x_in = in_values(0);
+    } else {
+      float* x = scratch.data() + scratch.size() - n;
+      if (auto err = assemble(x))
+        return err;
+      work = scratch.first(scratch.size() - n);
+      x_in = x;
+    }
+  }
   // The rows of input i worth computing (model::active_prefix): all of
   // them if it carries no row table.
   auto computed_rows = [&](size_t i) {
@@ -58,11 +96,11 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
     if (o.outputs.size() == 1 && o.outputs[0].shape.row_table) {
       auto rows = computed_rows(0);
       size_t need = size_t{rows} * d;
-      if (scratch.size() < need)
+      if (work.size() < need)
         return fail(errc::bad_program, o, "scratch too small");
-      float* tmp = scratch.data() + scratch.size() - need;
+      float* tmp = work.data() + work.size() - need;
       const uint32_t cuts[] = {0, d};
-      if (auto err = part({cuts, {&tmp, 1}}, scratch.first(scratch.size() - need)))
+      if (auto err = part({cuts, {&tmp, 1}}, work.first(work.size() - need)))
         return math(err);
       uint32_t nb = model::blocks_of(reduction_dim);
       model::tree_node root{0, model::tree_span(nb)};
@@ -83,7 +121,7 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
                    o.outputs.back().shape.cols);
     if (cuts.front() != 0 || cuts.back() != d)
       return fail(errc::bad_program, o, "outputs do not tile d_model");
-    return math(part({cuts, dst}, scratch));
+    return math(part({cuts, dst}, work));
   };
 
   switch (o.kind) {
@@ -131,7 +169,7 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
                              weight(o.weights[4]), 0, 0};
     w.head_begin = w.wq.range().row_begin / s.head_dim;
     w.head_end = w.wq.range().row_end / s.head_dim;
-    auto x = in_values(0);
+    auto x = x_in;
     auto rows = in_table(0);
     return partial_or_fused(s.q_dim(), [&](const model::piece_output& out,
                                            std::span<float> scr) {
@@ -143,7 +181,7 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
   case op_kind::mlp: {
     model::mlp_shard w{weight(o.weights[0]), weight(o.weights[1]),
                        weight(o.weights[2]), weight(o.weights[3])};
-    auto x = in_values(0);
+    auto x = x_in;
     auto rows = computed_rows(0);
     return partial_or_fused(s.d_ff, [&](const model::piece_output& out,
                                         std::span<float> scr) {
@@ -174,29 +212,11 @@ caf::error chip_executor::run_compute(const op& o, uint64_t step,
                                out.cols, residual, ld, out_values(0)));
   }
 
-  case op_kind::gather: {
-    auto first = in_table(0);
-    for (size_t i = 1; i < o.inputs.size(); ++i) {
-      auto other = in_table(i);
-      if (other.size() != first.size() ||
-          std::memcmp(other.data(), first.data(),
-                      first.size() * sizeof(token_row)) != 0)
-        return fail(errc::compute_failed, o,
-                    "the row tables of its slices disagree (input " +
-                        std::to_string(i) + ")");
-    }
-    copy_table(first, out_table(0));
-    float* x = out_values(0);
-    const auto& xs = o.outputs[0].shape;
-    for (size_t i = 0; i < o.inputs.size(); ++i) {
-      const auto& sh = o.inputs[i].shape;
-      const float* v = in_values(i);
-      for (uint32_t t = 0; t < sh.rows; ++t)
-        std::memcpy(x + size_t{t} * xs.cols + (sh.col_first - xs.col_first),
-                    v + size_t{t} * sh.cols, size_t{sh.cols} * 4);
-    }
+  case op_kind::gather:
+    if (auto err = assemble(out_values(0)))
+      return err;
+    copy_table(in_table(0), out_table(0));
     return {};
-  }
 
   case op_kind::final_norm: {
     // Each sequence's emitting row (its last token this step), if any.

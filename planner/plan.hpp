@@ -23,9 +23,12 @@
 
 namespace lockstep::planner {
 
-inline constexpr uint32_t planner_version = 6; // 4: no dead last-layer roots
-                                               // 5: micro-batches booked by wavefront
-                                               // 6: LM head first, on host 0
+inline constexpr uint32_t planner_version =
+    7; // 4: no dead last-layer roots
+       // 5: micro-batches booked by wavefront
+       // 6: LM head first, on host 0
+       // 7: ops read x as its slices;
+       //    a wider LM head first
 inline constexpr uint32_t no_id = 0xFFFFFFFFu;
 
 /// A weight shard placed in a chip's SRAM: the elements row-major from
@@ -155,6 +158,20 @@ struct op {
   uint32_t out_first = 0;
   uint32_t out_end = 0;
 };
+
+/// Attention and MLP ops read x either whole (one input) or as the slices
+/// the all-gather brought, where they arrived (no gather op between: one
+/// op and its slot rounding less per half-layer). Read as slices, x is
+/// assembled at the end of the op's scratch: this many floats of it (0
+/// when x is read whole).
+inline uint64_t assembled_x_floats(const op& o) {
+  if (o.inputs.size() < 2)
+    return 0;
+  uint64_t cols = 0;
+  for (const auto& in : o.inputs)
+    cols += in.shape.cols;
+  return uint64_t{o.inputs.front().shape.rows} * cols;
+}
 
 struct transfer {
   uint32_t id = 0;

@@ -266,15 +266,25 @@ private:
   // would be dead ops, running after the step's last sample.
   caf::expected<std::vector<avail>>
   reduce_scatter(const group_view& v, const std::vector<input>& parts,
-                 const std::vector<avail>& full, uint32_t nb, uint32_t rows,
+                 const std::vector<avail>& residual, uint32_t nb, uint32_t rows,
                  uint32_t layer, uint32_t mb, bool first_only);
-  caf::expected<std::vector<avail>>
-  all_gather(const group_view& v, const std::vector<avail>& slices,
-             uint32_t rows, uint32_t mb, bool only_first = false);
+  // x on one chip of a group: the buffers its ops read it from (all of it,
+  // or its slices in order, where they arrived) and the one holding the
+  // chip's own slice (the residual its root combine adds).
+  struct x_on_chip {
+    std::vector<avail> reads;
+    avail own;
+  };
+  // Who reads an all-gather's x: the next half-layer's ops (chips without
+  // heads or MLP rows get none), or the head's gather on the first chip.
+  enum class x_reader { attention, mlp, head };
+  caf::expected<std::vector<x_on_chip>>
+  all_gather(const group_view& v, const std::vector<avail>& slices, uint32_t mb,
+             x_reader reader);
   caf::error group_step(size_t g, const group_view& v, const avail& x0,
                         std::vector<avail>& slices, uint32_t mb);
   caf::expected<std::vector<avail>> layer_step(uint32_t l, const group_view& v,
-                                               std::vector<avail> full,
+                                               std::vector<x_on_chip> xs,
                                                uint32_t rows, uint32_t mb,
                                                bool last);
   caf::expected<avail> embedding(uint32_t mb, uint32_t feed);
@@ -439,7 +449,7 @@ builder::combine_slice(uint32_t t, uint32_t j, uint32_t s,
 
 caf::expected<std::vector<avail>>
 builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
-                        const std::vector<avail>& full, uint32_t nb,
+                        const std::vector<avail>& residual, uint32_t nb,
                         uint32_t rows, uint32_t layer, uint32_t mb,
                         bool first_only) {
   // parts[i] is chip i's part (op == no_id: none).
@@ -462,8 +472,8 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
       if (in.op != no_id)
         all.push_back(in);
     for (uint32_t i = 0; i < (first_only ? std::min(v.s, v.k) : v.k); ++i) {
-      auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, &full[i], rows,
-                             nb, layer, mb);
+      auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, &residual[i],
+                             rows, nb, layer, mb);
       if (!c)
         return c.error();
       slices[i] = *c;
@@ -497,8 +507,8 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
         if (!level1[r].empty())
           in.push_back(level1[r][j]);
       uint32_t i = q * v.s + j;
-      auto c = combine_slice(v.at(q, j), j, v.s, in, &full[i], rows, nb, layer,
-                             mb);
+      auto c = combine_slice(v.at(q, j), j, v.s, in, &residual[i], rows, nb,
+                             layer, mb);
       if (!c)
         return c.error();
       slices[i] = *c;
@@ -506,38 +516,44 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
   return slices;
 }
 
-caf::expected<std::vector<avail>>
+// Chip j of each sub-group sends its slice to the sub-group's other chips;
+// each chip's ops then read x as the slices, where they arrived.
+caf::expected<std::vector<builder::x_on_chip>>
 builder::all_gather(const group_view& v, const std::vector<avail>& slices,
-                    uint32_t rows, uint32_t mb, bool only_first) {
-  std::vector<avail> full(v.k);
-  uint64_t act = x_shape(rows).bytes();
+                    uint32_t mb, x_reader reader) {
+  std::vector<x_on_chip> xs(v.k);
+  bool aligned = in_.place->aligned_splits;
   for (uint32_t q = 0; q < v.subs; ++q)
     for (uint32_t j = 0; j < v.s; ++j) {
-      if (only_first && (q > 0 || j > 0))
-        return full;
+      uint32_t i = q * v.s + j;
+      if (reader == x_reader::head && i > 0)
+        return xs;
       uint32_t t = v.at(q, j);
-      std::vector<avail> reads;
+      auto& x = xs[i];
+      x.own = slices[i];
+      if (reader != x_reader::head) {
+        auto [b0, b1] =
+            part_blocks(s_, v.k, i, aligned, reader == x_reader::attention);
+        if (b1 <= b0)
+          continue; // nothing reads x here: its own slice is the residual
+      }
       for (uint32_t o = 0; o < v.s; ++o) {
         const auto& sl = slices[q * v.s + o];
         if (o == j) {
-          reads.push_back(sl);
+          x.reads.push_back(sl);
           continue;
         }
         auto moved = send(sl, t, model::global_layer, mb);
         if (!moved)
           return moved.error();
-        reads.push_back(*moved);
+        x.reads.push_back(*moved);
       }
-      full[q * v.s + j] = {t,
-                           add_op(op_kind::gather, t, model::global_layer, mb,
-                                  {2.0 * act, 0}, reads, {x_shape(rows)}),
-                           0, no_id};
     }
-  return full;
+  return xs;
 }
 
 caf::expected<std::vector<avail>>
-builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
+builder::layer_step(uint32_t l, const group_view& v, std::vector<x_on_chip> xs,
                     uint32_t rows, uint32_t mb, bool last) {
   uint32_t k = v.k;
   uint32_t hd = s_.head_dim;
@@ -599,29 +615,36 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<avail> full,
           part.outputs.push_back(j);
         }
       }
+      if (xs[i].reads.size() > 1)
+        cost.bytes += 2.0 * act; // x assembled from its slices
       part.op = add_op(attn ? op_kind::attention : op_kind::mlp, chip, l, mb,
-                       cost, {full[i]}, std::move(outs));
+                       cost, xs[i].reads, std::move(outs));
       auto& o = p_.ops[part.op];
       o.weights = std::move(weights);
-      o.scratch_bytes = scratch_floats * 4;
+      o.scratch_bytes = (scratch_floats + assembled_x_floats(o)) * 4;
       if (attn)
         o.kv = kv_index_.at(key(chip, l, tensor_kind::wk));
       parts[i] = std::move(part);
     }
     if (k == 1) {
-      full = {avail{(*v.chips)[0], parts[0].op, 0, no_id}};
-      slices = full;
+      avail x{(*v.chips)[0], parts[0].op, 0, no_id};
+      xs = {{{x}, x}};
+      slices = {x};
       continue;
     }
-    auto sl = reduce_scatter(v, parts, full, nb, rows, l, mb, last && !attn);
+    std::vector<avail> residual(k);
+    for (uint32_t i = 0; i < k; ++i)
+      residual[i] = xs[i].own;
+    auto sl =
+        reduce_scatter(v, parts, residual, nb, rows, l, mb, last && !attn);
     if (!sl)
       return sl.error();
     slices = std::move(*sl);
     if (attn) {
-      auto f = all_gather(v, slices, rows, mb);
+      auto f = all_gather(v, slices, mb, x_reader::mlp);
       if (!f)
         return f.error();
-      full = std::move(*f);
+      xs = std::move(*f);
     }
   }
   return slices;
@@ -707,15 +730,26 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
                                std::vector<avail>& slices, uint32_t mb) {
   const auto& pl = *in_.place;
   uint32_t rows = p_.rows(mb);
-  std::vector<avail> full(v.k);
+  std::vector<x_on_chip> xs(v.k);
+  auto gathered = [&](const std::vector<avail>& sl) -> caf::error {
+    if (v.k == 1) {
+      xs = {{{sl[0]}, sl[0]}};
+      return {};
+    }
+    auto f = all_gather(v, sl, mb, x_reader::attention);
+    if (!f)
+      return f.error();
+    xs = std::move(*f);
+    return {};
+  };
   if (g == 0) {
     for (uint32_t i = 0; i < v.k; ++i) {
       auto moved = move_to(x0, v.at(0, i), model::global_layer, mb);
       if (!moved)
         return moved.error();
       // x is read twice (the op and the residual): hold it locally.
-      full[i] = v.k > 1 ? materialise(*moved, model::global_layer, mb)
-                        : *moved;
+      avail x = v.k > 1 ? materialise(*moved, model::global_layer, mb) : *moved;
+      xs[i] = {{x}, x};
     }
   } else {
     std::vector<avail> in(v.k);
@@ -723,33 +757,21 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
       auto moved = send(slices[i], v.at(0, i), model::global_layer, mb);
       if (!moved)
         return moved.error();
-      full[i] = *moved;
-      if (v.k > 1) // held locally for the all-gather
-        in[i] = materialise(full[i], model::global_layer, mb);
+      // Held locally for the all-gather (a received buffer is not sent on).
+      in[i] = v.k > 1 ? materialise(*moved, model::global_layer, mb) : *moved;
     }
-    if (v.k > 1) {
-      auto f = all_gather(v, in, rows, mb);
-      if (!f)
-        return f.error();
-      full = std::move(*f);
-    }
+    if (auto err = gathered(in))
+      return err;
   }
   auto first = static_cast<uint32_t>(g * pl.layers_per_group);
   auto last = std::min<uint32_t>(
       s_.n_layers, static_cast<uint32_t>((g + 1) * pl.layers_per_group));
   for (uint32_t l = first; l < last; ++l) {
-    if (l > first) {
-      if (v.k == 1) {
-        full = slices;
-      } else {
-        auto f = all_gather(v, slices, rows, mb);
-        if (!f)
-          return f.error();
-        full = std::move(*f);
-      }
-    }
+    if (l > first)
+      if (auto err = gathered(slices))
+        return err;
     bool final_layer = g + 1 == pl.groups.size() && l + 1 == last;
-    auto next = layer_step(l, v, full, rows, mb, final_layer);
+    auto next = layer_step(l, v, std::move(xs), rows, mb, final_layer);
     if (!next)
       return next.error();
     slices = std::move(*next);
@@ -817,10 +839,16 @@ caf::error builder::run() {
     if (auto v = view_of(pl.groups.back()); v.k == 1) {
       last_x = slices[mb][0];
     } else {
-      auto f = all_gather(v, slices[mb], rows, mb, /*only_first=*/true);
+      // The final norm reads x whole: gathered on the group's first chip.
+      auto f = all_gather(v, slices[mb], mb, x_reader::head);
       if (!f)
         return f.error();
-      last_x = (*f)[0];
+      uint32_t t = v.at(0, 0);
+      last_x = {t,
+                add_op(op_kind::gather, t, model::global_layer, mb,
+                       {2.0 * double(x_shape(rows).bytes()), 0}, (*f)[0].reads,
+                       {x_shape(rows)}),
+                0, no_id};
     }
     auto sample = head(mb, last_x);
     if (!sample)

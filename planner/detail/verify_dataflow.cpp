@@ -268,6 +268,24 @@ private:
                                  text(want));
   }
 
+  // x read whole (one input), or as slices tiling it in order (what the
+  // all-gather brought, read where it arrived), all holding `want`.
+  void expect_x_input(const op& o, uint32_t rows, stage want) {
+    if (o.inputs.size() <= 1) {
+      expect_shape(o, "input", 0, o.inputs, x_shape(rows));
+      expect_stage(o, 0, want);
+      return;
+    }
+    uint32_t at = 0;
+    for (size_t i = 0; i < o.inputs.size(); ++i) {
+      const auto& sh = o.inputs[i].shape;
+      expect_shape(o, "input", i, o.inputs, {rows, at, sh.cols, 1, true});
+      expect_stage(o, i, want);
+      at = sh.col_first + sh.cols;
+    }
+    expect(o, at == s_.d_model, "its slices do not tile x");
+  }
+
   // A split matmul's outputs: slices tiling [0, d_model) in order with the
   // part's pieces, or x itself when the part is the whole reduction.
   void expect_part_outputs(const op& o, uint32_t rows, uint32_t b0,
@@ -279,6 +297,8 @@ private:
     if (whole) {
       expect(o, o.outputs.size() == 1,
              "the whole reduction writes x, one output");
+      expect(o, o.inputs.size() == 1,
+             "the whole reduction reads x whole (it adds it back)");
       expect_shape(o, "output", 0, o.outputs, x_shape(rows));
       scratch_floats += uint64_t{rows} * s_.d_model;
       set_stages(o, {stage::x, stage_index + 1});
@@ -373,8 +393,7 @@ private:
     }
     case op_kind::attention: {
       uint32_t l = o.layer;
-      expect_shape(o, "input", 0, o.inputs, x_shape(rows));
-      expect_stage(o, 0, {stage::x, 2 * l});
+      expect_x_input(o, rows, {stage::x, 2 * l});
       assume_part_stages(o, 2 * l);
       weight(o, 0, tensor_kind::attn_norm, l);
       const auto* wq = weight(o, 1, tensor_kind::wq, l);
@@ -409,17 +428,16 @@ private:
                    std::to_string(p_.context) + " positions");
       }
       uint32_t nb = model::blocks_of(s_.q_dim());
-      expect_part_outputs(
-          o, rows, h0 * hd / model::reduction_block_elems,
-          model::blocks_of(uint64_t{h1} * hd), nb, 2 * l,
-          model::attention_scratch_floats(s_, h1 - h0, kv1 - kv0, rows,
-                                          p_.context));
+      expect_part_outputs(o, rows, h0 * hd / model::reduction_block_elems,
+                          model::blocks_of(uint64_t{h1} * hd), nb, 2 * l,
+                          model::attention_scratch_floats(
+                              s_, h1 - h0, kv1 - kv0, rows, p_.context) +
+                              assembled_x_floats(o));
       return;
     }
     case op_kind::mlp: {
       uint32_t l = o.layer;
-      expect_shape(o, "input", 0, o.inputs, x_shape(rows));
-      expect_stage(o, 0, {stage::x, 2 * l + 1});
+      expect_x_input(o, rows, {stage::x, 2 * l + 1});
       assume_part_stages(o, 2 * l + 1);
       weight(o, 0, tensor_kind::mlp_norm, l);
       const auto* gate = weight(o, 1, tensor_kind::w_gate, l);
@@ -432,10 +450,10 @@ private:
                     down->range.col_end == f1,
              "its gate, up and down shards are not one d_ff range");
       rows_[{mb, l}].push_back({f0, f1, o.id});
-      expect_part_outputs(o, rows, f0 / model::reduction_block_elems,
-                          model::blocks_of(f1), model::blocks_of(s_.d_ff),
-                          2 * l + 1,
-                          model::mlp_scratch_floats(s_, f1 - f0, rows));
+      expect_part_outputs(
+          o, rows, f0 / model::reduction_block_elems, model::blocks_of(f1),
+          model::blocks_of(s_.d_ff), 2 * l + 1,
+          model::mlp_scratch_floats(s_, f1 - f0, rows) + assembled_x_floats(o));
       return;
     }
     case op_kind::combine: {
@@ -469,8 +487,19 @@ private:
                                      std::to_string(o.layer));
       }
       if (root) {
+        // The residual: x, or any slice of it holding the output's
+        // elements (the chip's own slice, when x was read as slices).
         size_t r = o.inputs.size() - 1;
-        expect_shape(o, "input", r, o.inputs, x_shape(rows));
+        const auto& res = o.inputs[r].shape;
+        expect(o,
+               res.rows == rows && res.row_table && res.pieces == 1 &&
+                   res.col_first <= o.out_first &&
+                   res.col_first + res.cols >= o.out_end &&
+                   res.col_first + res.cols <= s_.d_model,
+               "its residual " + shape_text(res) +
+                   " does not hold x's elements [" +
+                   std::to_string(o.out_first) + ", " +
+                   std::to_string(o.out_end) + ")");
         expect_stage(o, r, {stage::x, want.index});
         expect_shape(o, "output", 0, o.outputs,
                      {rows, o.out_first, cols, 1, true});
@@ -487,21 +516,11 @@ private:
       return;
     }
     case op_kind::gather: {
-      uint32_t at = 0;
-      stage first{};
-      for (size_t i = 0; i < o.inputs.size(); ++i) {
-        const auto& sh = o.inputs[i].shape;
-        expect_shape(o, "input", i, o.inputs, {rows, at, sh.cols, 1, true});
-        at = sh.col_first + sh.cols;
-        auto got = stage_of(o, i);
-        if (i == 0)
-          first = got;
-        if (got.kind != stage::x || got != first)
-          v_.fail("layer-order", op_name(o) + ": slice " + std::to_string(i) +
-                                     " holds " + text(got) + ", slice 0 " +
-                                     text(first));
-      }
-      expect(o, at == d, "its slices do not tile x");
+      stage first = o.inputs.empty() ? stage{} : stage_of(o, 0);
+      if (first.kind != stage::x)
+        v_.fail("layer-order",
+                op_name(o) + ": slice 0 holds " + text(first) + ", not x");
+      expect_x_input(o, rows, first);
       expect_shape(o, "output", 0, o.outputs, x_shape(rows));
       set_stages(o, first);
       return;

@@ -53,6 +53,58 @@ TEST(planner, tiny_8_on_local_8_is_verified_and_uses_tensor_parallel_splits) {
   EXPECT_GT(r.p.predicted.ttft_ms, 0);
 }
 
+TEST(planner, ops_read_x_where_the_all_gather_delivers_its_slices) {
+  // No gather op between an all-gather and the attention or MLP op that
+  // reads it: the op takes x's slices in order, one per chip of the node,
+  // and assembles them in its scratch. Only the final norm reads a
+  // gathered x: one gather per micro-batch, on the last group's first chip.
+  for (auto [config, model, options] :
+       {std::tuple{"local-8", "tiny-8", plan_options{}},
+        std::tuple{"groq-64", "llama-3-8b", plan_options{1, 2048, {}}}}) {
+    auto c = load(config);
+    auto r = make(c, model, options);
+    ASSERT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
+    ASSERT_GT(r.p.tp_degree, 1u) << config;
+    uint32_t s = std::min(r.p.tp_degree, c.chips_per_node);
+    for (auto kind : both_programs) {
+      const auto& prog = r.p.program(kind);
+      size_t gathers = 0, sliced = 0, whole = 0;
+      for (const auto& o : prog.ops) {
+        if (o.kind == op_kind::gather) {
+          ++gathers;
+          EXPECT_EQ(o.chip,
+                    r.p.group_chips[r.p.group_chips.size() - r.p.tp_degree])
+              << config;
+        }
+        if (o.kind != op_kind::attention && o.kind != op_kind::mlp)
+          continue;
+        if (o.inputs.size() == 1) {
+          ++whole;
+          EXPECT_EQ(assembled_x_floats(o), 0u);
+          continue;
+        }
+        ++sliced;
+        EXPECT_EQ(o.inputs.size(), s) << config;
+        uint32_t at = 0;
+        for (const auto& in : o.inputs) {
+          EXPECT_EQ(in.shape.col_first, at);
+          at += in.shape.cols;
+        }
+        EXPECT_EQ(at, r.p.spec.d_model);
+        EXPECT_EQ(assembled_x_floats(o),
+                  uint64_t{o.inputs[0].shape.rows} * r.p.spec.d_model);
+        EXPECT_GE(o.scratch_bytes, assembled_x_floats(o) * 4);
+      }
+      EXPECT_EQ(gathers, prog.micro_batches)
+          << config << " " << to_string(kind);
+      // Only the first layer of the first group reads x whole (from the
+      // first root).
+      EXPECT_GT(sliced, 0u);
+      EXPECT_LE(whole, r.p.tp_degree * prog.micro_batches) << config;
+    }
+  }
+}
+
 // Every shipped config with the model it is sized for: planned, verified,
 // the bound below what the schedule achieves, and both slot tables as the
 // transport takes them. (This folds in the former

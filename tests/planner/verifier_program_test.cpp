@@ -88,8 +88,12 @@ TEST_F(verifier, operand_shapes_not_the_models) {
           o.parts.front().first_block != 0 ||
           o.parts.back().end_block != o.n_blocks)
         return false;
+      // x's slices are read by gathers (the head's) and by attention and
+      // MLP ops (where the all-gather delivered them).
       for (auto* t : sends_of(prog, o.id, 0))
-        if (prog.ops[t->consumer_op].kind != op_kind::gather)
+        if (auto k = prog.ops[t->consumer_op].kind; k != op_kind::gather &&
+                                                    k != op_kind::attention &&
+                                                    k != op_kind::mlp)
           return false;
       return true;
     });
@@ -112,6 +116,27 @@ TEST_F(verifier, operand_shapes_not_the_models) {
                    "decode op " + std::to_string(id) + " (combine on h");
 }
 
+TEST_F(verifier, x_slices_read_out_of_order) {
+  // op-shape: an MLP op reads x as the all-gather's slices, which must tile
+  // x in order (the executor assembles them so); two swapped (their
+  // transfers told) are named by the op.
+  uint32_t id = no_id;
+  auto r = report([&](plan& p) {
+    auto& prog = p.decode;
+    auto& o = find_op(prog, [](const op& o) {
+      return o.kind == op_kind::mlp && o.inputs.size() >= 2;
+    });
+    id = o.id;
+    std::swap(o.inputs[0], o.inputs[1]);
+    for (size_t i : {0, 1})
+      if (auto t = o.inputs[i].transfer; t != no_id)
+        prog.transfers[t].consumer_input = static_cast<uint32_t>(i);
+  });
+  EXPECT_RULES(r, "op-shape");
+  EXPECT_VIOLATION(joined(r), "decode op " + std::to_string(id) + " (mlp on ");
+  EXPECT_VIOLATION(joined(r), "input 0 is ");
+}
+
 TEST_F(verifier, part_computed_twice) {
   // compute-once: the last layer's MLP part of one chip runs again at the
   // end of the step (a stray copy of the op: same input and weights, its
@@ -119,7 +144,10 @@ TEST_F(verifier, part_computed_twice) {
   // reader has finished with by then). The chip is one of the last group
   // that does not gather x for the final norm, so nothing reuses the x it
   // reads after the original: no buffer is live any longer than before.
-  uint32_t copy = no_id;
+  // The op reads x as the all-gather's slices where they arrived, and a
+  // transfer is delivered to one reader: the copy also reads transfers
+  // delivered to the original (input-source).
+  uint32_t copy = no_id, original = no_id;
   auto r = report([&](plan& p) {
     auto& prog = p.decode;
     uint32_t chip = p.group_chips.back(); // the last group's last chip
@@ -127,14 +155,20 @@ TEST_F(verifier, part_computed_twice) {
       return o.kind == op_kind::mlp && o.chip == chip &&
              o.layer == p.spec.n_layers - 1;
     });
+    original = mlp.id;
     auto& x = append_copy(prog, mlp.id, prog.slots_per_step);
     copy = x.id;
     prog.slots_per_step = end_slot(x);
     prog.period_slots = prog.slots_per_step; // decode: one step at a time
   });
-  EXPECT_RULES(r, "compute-once");
+  EXPECT_RULES(r, "compute-once", "input-source");
   EXPECT_VIOLATION(joined(r), "MLP rows: [");
   EXPECT_VIOLATION(joined(r), "computed twice (op " + std::to_string(copy));
+  EXPECT_VIOLATION(joined(r), "input-source: decode op " +
+                                  std::to_string(copy) + " (mlp on ");
+  EXPECT_EQ(joined(r).find("decode op " + std::to_string(original) + " "),
+            std::string::npos)
+      << "the original op is not at fault";
 }
 
 TEST_F(verifier, part_computed_by_no_op) {

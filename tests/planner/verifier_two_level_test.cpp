@@ -65,7 +65,10 @@ TEST_F(two_level_verifier, partial_sums_used_as_the_activation) {
     for (auto& o : p.decode.ops)
       if (partial(o))
         for (auto& reader : p.decode.ops)
-          if (reader.chip == o.chip && reader.kind == op_kind::gather &&
+          if (reader.chip == o.chip &&
+              (reader.kind == op_kind::gather ||
+               reader.kind == op_kind::attention ||
+               reader.kind == op_kind::mlp) &&
               reader.start_slot >= end_slot(o)) {
             reader.after_ops.push_back(o.id); // x assembled from partials
             return;
