@@ -61,6 +61,14 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
                  uint32_t batch, uint32_t context,
                  const std::vector<uint32_t>& available);
 
+/// Where decode's final norm runs on real chips: on the first LM-head chip
+/// (x crosses to it as its slices), or the last group's first chip without
+/// head chips. Prefill's (and a shared machine's) runs on the last group's
+/// first chip; both hold its weights.
+inline uint32_t head_norm_chip(const placement& pl) {
+  return pl.head_chips.empty() ? pl.groups.back()[0] : pl.head_chips.front();
+}
+
 /// Heads [first, end) of chip i of k (may be empty). `aligned`: each
 /// chip's heads are one canonical tree node of q_dim's blocks when that is
 /// a whole number of heads; otherwise heads are split evenly.

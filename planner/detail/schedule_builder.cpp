@@ -229,6 +229,16 @@ private:
     return {x.chip, o, 0, no_id};
   }
 
+  // Hops on the shortest route from chip `a` to chip `b` (no_route if
+  // none).
+  uint32_t hops_between(uint32_t a, uint32_t b) {
+    if (a == b)
+      return 0;
+    if (topo_.find(a, b) >= 0)
+      return 1;
+    return topo_.hops_near(b, a)[a];
+  }
+
   // x available at `to`: itself if already there, else sent.
   caf::expected<avail> move_to(const avail& x, uint32_t to, uint32_t layer,
                                uint32_t mb) {
@@ -261,13 +271,15 @@ private:
                                      const std::vector<input>& inputs,
                                      const avail* residual, uint32_t rows,
                                      uint32_t nb, uint32_t layer, uint32_t mb);
-  // `first_only`: only the first sub-group's slices are read (the last
-  // layer, whose output only the head's gather reads); the others' roots
-  // would be dead ops, running after the step's last sample.
+  // `read`: which chips' root slices are read after it (null: all). Roots
+  // nobody reads would be dead ops, running after the step's last sample:
+  // the last layer's, of which the head reads the first sub-group's, and
+  // a group's last, of which the next group takes each slice from its
+  // nearest holder (handoff_sources).
   caf::expected<std::vector<avail>>
   reduce_scatter(const group_view& v, const std::vector<input>& parts,
                  const std::vector<avail>& residual, uint32_t nb, uint32_t rows,
-                 uint32_t layer, uint32_t mb, bool first_only);
+                 uint32_t layer, uint32_t mb, const std::vector<bool>* read);
   // x on one chip of a group: the buffers its ops read it from (all of it,
   // or its slices in order, where they arrived) and the one holding the
   // chip's own slice (the residual its root combine adds).
@@ -283,10 +295,22 @@ private:
              x_reader reader);
   caf::error group_step(size_t g, const group_view& v, const avail& x0,
                         std::vector<avail>& slices, uint32_t mb);
-  caf::expected<std::vector<avail>> layer_step(uint32_t l, const group_view& v,
-                                               std::vector<x_on_chip> xs,
-                                               uint32_t rows, uint32_t mb,
-                                               bool last);
+  // `read_after`: which chips' output slices are read after the layer
+  // (null: all; see reduce_scatter).
+  caf::expected<std::vector<avail>>
+  layer_step(uint32_t l, const group_view& v, std::vector<x_on_chip> xs,
+             uint32_t rows, uint32_t mb, const std::vector<bool>* read_after);
+  // Where chip i of group `to` takes its slice j at a hand-off from group
+  // `from`: the nearest chip holding it (every sub-group's chip j of
+  // `from` computed the same root), or a chip of an earlier sub-group of
+  // `to`, once that has it, if nearer. By hops, so the previous group's
+  // last layer knows which roots will be read.
+  struct handoff_source {
+    bool from_previous = true;
+    uint32_t index = 0; // chip index in its group
+  };
+  std::vector<handoff_source> handoff_sources(const group_view& from,
+                                              const group_view& to);
   caf::expected<avail> embedding(uint32_t mb, uint32_t feed);
   caf::expected<uint32_t> head(uint32_t mb, const avail& x);
 
@@ -451,7 +475,8 @@ caf::expected<std::vector<avail>>
 builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
                         const std::vector<avail>& residual, uint32_t nb,
                         uint32_t rows, uint32_t layer, uint32_t mb,
-                        bool first_only) {
+                        const std::vector<bool>* read) {
+  auto wanted = [&](uint32_t i) { return read == nullptr || (*read)[i]; };
   // parts[i] is chip i's part (op == no_id: none).
   auto sub_parts = [&](uint32_t q) {
     std::vector<input> out;
@@ -471,7 +496,9 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
     for (const auto& in : parts)
       if (in.op != no_id)
         all.push_back(in);
-    for (uint32_t i = 0; i < (first_only ? std::min(v.s, v.k) : v.k); ++i) {
+    for (uint32_t i = 0; i < v.k; ++i) {
+      if (!wanted(i))
+        continue;
       auto c = combine_slice((*v.chips)[i], i % v.s, v.s, all, &residual[i],
                              rows, nb, layer, mb);
       if (!c)
@@ -500,13 +527,15 @@ builder::reduce_scatter(const group_view& v, const std::vector<input>& parts,
           {t, c->op, in.front().b0, in.back().b1, std::move(outputs)});
     }
   }
-  for (uint32_t q = 0; q < (first_only ? 1 : v.subs); ++q)
+  for (uint32_t q = 0; q < v.subs; ++q)
     for (uint32_t j = 0; j < v.s; ++j) {
+      uint32_t i = q * v.s + j;
+      if (!wanted(i))
+        continue;
       std::vector<input> in;
       for (uint32_t r = 0; r < v.subs; ++r)
         if (!level1[r].empty())
           in.push_back(level1[r][j]);
-      uint32_t i = q * v.s + j;
       auto c = combine_slice(v.at(q, j), j, v.s, in, &residual[i], rows, nb,
                              layer, mb);
       if (!c)
@@ -554,7 +583,8 @@ builder::all_gather(const group_view& v, const std::vector<avail>& slices,
 
 caf::expected<std::vector<avail>>
 builder::layer_step(uint32_t l, const group_view& v, std::vector<x_on_chip> xs,
-                    uint32_t rows, uint32_t mb, bool last) {
+                    uint32_t rows, uint32_t mb,
+                    const std::vector<bool>* read_after) {
   uint32_t k = v.k;
   uint32_t hd = s_.head_dim;
   double elem = model::element_bytes(s_.weight_dtype);
@@ -635,8 +665,8 @@ builder::layer_step(uint32_t l, const group_view& v, std::vector<x_on_chip> xs,
     std::vector<avail> residual(k);
     for (uint32_t i = 0; i < k; ++i)
       residual[i] = xs[i].own;
-    auto sl =
-        reduce_scatter(v, parts, residual, nb, rows, l, mb, last && !attn);
+    auto sl = reduce_scatter(v, parts, residual, nb, rows, l, mb,
+                             attn ? nullptr : read_after);
     if (!sl)
       return sl.error();
     slices = std::move(*sl);
@@ -723,6 +753,30 @@ caf::expected<uint32_t> builder::head(uint32_t mb, const avail& x) {
                 {{seqs, 0, 0, 1, true}});
 }
 
+std::vector<builder::handoff_source>
+builder::handoff_sources(const group_view& from, const group_view& to) {
+  std::vector<handoff_source> out(to.k);
+  for (uint32_t i = 0; i < to.k; ++i) {
+    uint32_t j = i % to.s, dst = (*to.chips)[i];
+    // Chip i of the previous group first (ties keep it), then the other
+    // holders of slice j there, then this group's earlier ones.
+    handoff_source best{true, i < from.k ? i : j};
+    uint32_t best_hops = hops_between((*from.chips)[best.index], dst);
+    for (uint32_t q = 0; q * from.s + j < from.k; ++q)
+      if (uint32_t h = hops_between(from.at(q, j), dst); h < best_hops) {
+        best = {true, q * from.s + j};
+        best_hops = h;
+      }
+    for (uint32_t q = 0; q * to.s + j < i; ++q)
+      if (uint32_t h = hops_between(to.at(q, j), dst); h < best_hops) {
+        best = {false, q * to.s + j};
+        best_hops = h;
+      }
+    out[i] = best;
+  }
+  return out;
+}
+
 // Micro-batch `mb` through layer group `g`: x arrives (from the first
 // root `x0` for group 0, else as `slices` of the previous group), the
 // group's layers run, and `slices` become this group's output slices.
@@ -752,9 +806,19 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
       xs[i] = {{x}, x};
     }
   } else {
+    // Chip j of every sub-group of the previous group holds slice j (each
+    // computed the same root): chip (q, j) here takes it from the nearest
+    // of those, or from a chip of an earlier sub-group here once that has
+    // it, if nearer. (Taking it from chip (q, j) of the previous group
+    // crossed two hops twice over on groups of two nodes whose nodes are
+    // not all linked, falcon-180b on groq-1512: the far node's slices
+    // went around the near one.)
     std::vector<avail> in(v.k);
+    auto sources = handoff_sources(view_of(pl.groups[g - 1]), v);
     for (uint32_t i = 0; i < v.k; ++i) {
-      auto moved = send(slices[i], v.at(0, i), model::global_layer, mb);
+      const auto& src = sources[i];
+      const avail& from = src.from_previous ? slices[src.index] : in[src.index];
+      auto moved = send(from, (*v.chips)[i], model::global_layer, mb);
       if (!moved)
         return moved.error();
       // Held locally for the all-gather (a received buffer is not sent on).
@@ -770,8 +834,20 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
     if (l > first)
       if (auto err = gathered(slices))
         return err;
-    bool final_layer = g + 1 == pl.groups.size() && l + 1 == last;
-    auto next = layer_step(l, v, std::move(xs), rows, mb, final_layer);
+    // The last layer's roots that are read: the head's (the first
+    // sub-group's), or those the next group takes.
+    std::vector<bool> read;
+    if (l + 1 == last) {
+      read.assign(v.k, false);
+      if (g + 1 == pl.groups.size())
+        std::fill_n(read.begin(), std::min(v.s, v.k), true);
+      else
+        for (const auto& src : handoff_sources(v, view_of(pl.groups[g + 1])))
+          if (src.from_previous)
+            read[src.index] = true;
+    }
+    auto next = layer_step(l, v, std::move(xs), rows, mb,
+                           read.empty() ? nullptr : &read);
     if (!next)
       return next.error();
     slices = std::move(*next);
@@ -835,20 +911,46 @@ caf::error builder::run() {
     }
   for (uint32_t mb : active) {
     uint32_t rows = p_.rows(mb);
+    // The final norm reads x whole. In decode on real chips x's rows are
+    // the sequences' (one token each), so x crosses to the LM head as its
+    // slices, each on its own route, and is gathered and normed on the
+    // first head chip (detail::head_norm_chip); in prefill its chunk of
+    // rows is larger than the normed rows, so it is gathered and normed on
+    // the last group's first chip, which sends on the normed rows alone.
+    // (On a shared machine a transfer costs CPU, and the head follows the
+    // groups: x stays whole.)
+    auto v = view_of(pl.groups.back());
+    uint32_t norm_chip = in_.tokens == 1 && cfg_.machine_cores == 0
+                             ? head_norm_chip(pl)
+                             : v.at(0, 0);
     avail last_x;
-    if (auto v = view_of(pl.groups.back()); v.k == 1) {
-      last_x = slices[mb][0];
+    auto gather_at = [&](uint32_t t, const std::vector<avail>& reads) -> avail {
+      return {t,
+              add_op(op_kind::gather, t, model::global_layer, mb,
+                     {2.0 * double(x_shape(rows).bytes()), 0}, reads,
+                     {x_shape(rows)}),
+              0, no_id};
+    };
+    if (v.k == 1) {
+      auto x = move_to(slices[mb][0], norm_chip, model::global_layer, mb);
+      if (!x)
+        return x.error();
+      last_x = *x;
+    } else if (norm_chip != v.at(0, 0)) {
+      // The last layer's roots are the first sub-group's only.
+      std::vector<avail> reads;
+      for (uint32_t j = 0; j < v.s; ++j) {
+        auto moved = send(slices[mb][j], norm_chip, model::global_layer, mb);
+        if (!moved)
+          return moved.error();
+        reads.push_back(*moved);
+      }
+      last_x = gather_at(norm_chip, reads);
     } else {
-      // The final norm reads x whole: gathered on the group's first chip.
       auto f = all_gather(v, slices[mb], mb, x_reader::head);
       if (!f)
         return f.error();
-      uint32_t t = v.at(0, 0);
-      last_x = {t,
-                add_op(op_kind::gather, t, model::global_layer, mb,
-                       {2.0 * double(x_shape(rows).bytes()), 0}, (*f)[0].reads,
-                       {x_shape(rows)}),
-                0, no_id};
+      last_x = gather_at(v.at(0, 0), (*f)[0].reads);
     }
     auto sample = head(mb, last_x);
     if (!sample)

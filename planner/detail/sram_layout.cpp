@@ -91,8 +91,13 @@ void place_static(const model::model_spec& s, const placement& pl,
           add(c, {l, tensor_kind::w_down}, {0, s.d_model, r0, r1});
         }
       }
+  // The final norm: prefill's on the last group's first chip, decode's
+  // on the first LM-head chip (head_norm_chip).
   add(pl.groups.back()[0], {model::global_layer, tensor_kind::final_norm},
       {0, 1, 0, s.d_model});
+  if (uint32_t h = head_norm_chip(pl); h != pl.groups.back()[0])
+    add(h, {model::global_layer, tensor_kind::final_norm},
+        {0, 1, 0, s.d_model});
   vocab_rows(pl.head_chips, tensor_kind::lm_head);
   // KV slices after all of a chip's shards: every sequence (batch slot) of
   // the chip's kv heads, every position.

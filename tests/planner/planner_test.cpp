@@ -57,7 +57,7 @@ TEST(planner, ops_read_x_where_the_all_gather_delivers_its_slices) {
   // No gather op between an all-gather and the attention or MLP op that
   // reads it: the op takes x's slices in order, one per chip of the node,
   // and assembles them in its scratch. Only the final norm reads a
-  // gathered x: one gather per micro-batch, on the last group's first chip.
+  // gathered x: one gather per micro-batch.
   for (auto [config, model, options] :
        {std::tuple{"local-8", "tiny-8", plan_options{}},
         std::tuple{"groq-64", "llama-3-8b", plan_options{1, 2048, {}}}}) {
@@ -70,12 +70,7 @@ TEST(planner, ops_read_x_where_the_all_gather_delivers_its_slices) {
       const auto& prog = r.p.program(kind);
       size_t gathers = 0, sliced = 0, whole = 0;
       for (const auto& o : prog.ops) {
-        if (o.kind == op_kind::gather) {
-          ++gathers;
-          EXPECT_EQ(o.chip,
-                    r.p.group_chips[r.p.group_chips.size() - r.p.tp_degree])
-              << config;
-        }
+        gathers += o.kind == op_kind::gather;
         if (o.kind != op_kind::attention && o.kind != op_kind::mlp)
           continue;
         if (o.inputs.size() == 1) {
@@ -103,6 +98,47 @@ TEST(planner, ops_read_x_where_the_all_gather_delivers_its_slices) {
       EXPECT_LE(whole, r.p.tp_degree * prog.micro_batches) << config;
     }
   }
+}
+
+TEST(planner, decode_crosses_to_the_lm_head_as_slices) {
+  // Decode's x crosses from the last group to the first LM-head chip as
+  // its slices, one transfer chain each, and is gathered and normed there;
+  // prefill norms on the last group's first chip (its chunk of rows is
+  // larger than the normed rows it sends on). Both chips hold the norm.
+  auto c = load("groq-576");
+  auto r = make(c, "llama-2-70b", {1, 2048, {}});
+  ASSERT_TRUE(r.verdict.ok()) << r.verdict.violations.front();
+  ASSERT_GT(r.p.tp_degree, 1u);
+  ASSERT_FALSE(r.p.head_chips.empty());
+  uint32_t hub = r.p.head_chips.front();
+  uint32_t last_root = r.p.group_chips[r.p.group_chips.size() - r.p.tp_degree];
+  ASSERT_NE(hub, last_root);
+  std::map<program_kind, uint32_t> norm_chip;
+  for (auto kind : both_programs) {
+    const auto& prog = r.p.program(kind);
+    for (const auto& o : prog.ops)
+      if (o.kind == op_kind::final_norm)
+        norm_chip[kind] = o.chip;
+    if (kind != program_kind::decode)
+      continue;
+    const auto& g = test::find_op(
+        prog, [&](const op& o) { return o.kind == op_kind::gather; });
+    EXPECT_EQ(g.chip, hub);
+    ASSERT_EQ(g.inputs.size(), std::min(r.p.tp_degree, c.chips_per_node));
+    for (const auto& in : g.inputs) {
+      ASSERT_NE(in.transfer, no_id) << "each slice arrives by transfer";
+      EXPECT_LT(in.shape.cols, r.p.spec.d_model);
+    }
+  }
+  EXPECT_EQ(norm_chip[program_kind::decode], hub);
+  EXPECT_EQ(norm_chip[program_kind::prefill], last_root);
+  size_t norms = 0;
+  for (const auto& sh : r.p.shards)
+    if (sh.tensor.kind == model::tensor_kind::final_norm) {
+      ++norms;
+      EXPECT_TRUE(sh.chip == hub || sh.chip == last_root);
+    }
+  EXPECT_EQ(norms, 2u);
 }
 
 // Every shipped config with the model it is sized for: planned, verified,
