@@ -62,6 +62,7 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
   for (size_t guard = 0; guard < prog.ops.size() + prog.transfers.size(); ++guard) {
     uint32_t start = 0;
     std::vector<node> inputs;
+    out.steps.push_back({at.is_op, at.id});
     if (at.is_op) {
       const auto& o = prog.ops[at.id];
       ++out.ops;
@@ -116,6 +117,7 @@ critical_path critical_path_of(const plan& p, const cluster_config& config) {
     out.waiting_us += (start - next_end) * slot_us;
     at = next;
   }
+  std::reverse(out.steps.begin(), out.steps.end());
   return out;
 }
 

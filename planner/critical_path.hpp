@@ -9,8 +9,16 @@
 #include "planner/plan.hpp"
 
 #include <cstdint>
+#include <vector>
 
 namespace lockstep::planner {
+
+/// One op or transfer of the critical path (an id into the decode
+/// program's ops or transfers).
+struct critical_step {
+  bool is_op = true;
+  uint32_t id = 0;
+};
 
 struct critical_path {
   double compute_us = 0;      // ops: max(SRAM bytes, FLOPs) time
@@ -24,6 +32,7 @@ struct critical_path {
   uint32_t ops = 0;           // ops on the path
   uint32_t hops = 0;          // transfers on the path
   uint32_t compute_ops = 0;   // attention/mlp/lm_head ops on the path
+  std::vector<critical_step> steps; // the path, first to last
   double total_us() const {
     return compute_us + op_overhead_us + link_latency_us + link_bytes_us +
            rounding_us + waiting_us;

@@ -33,8 +33,32 @@ struct plan_cli_options {
   std::string trace;
   std::string db;
   bool sweep_batch = false;
+  bool critical_steps = false; // --critical-path
   std::string format = "text";
 };
+
+// One op or transfer of the critical path, as `--critical-path` lists it.
+struct step_text {
+  uint32_t start_slot = 0, slots = 0;
+  std::string what;                     // op kind, or "transfer"
+  std::string where;                    // its chip, or "src->dst"
+  uint32_t layer = model::global_layer; // an op's (none for transfers)
+  uint64_t bytes = 0;                   // a transfer's framed bytes
+};
+
+step_text describe(const planner::plan& p, const planner::cluster_config& c,
+                   const planner::critical_step& s) {
+  auto name = [&](uint32_t node) { return transport::to_string(c.ref(node)); };
+  if (s.is_op) {
+    const auto& o = p.decode.ops[s.id];
+    return {o.start_slot, o.duration_slots, planner::to_string(o.kind),
+            name(o.chip), o.layer,          0};
+  }
+  const auto& t = p.decode.transfers[s.id];
+  return {t.start_slot,        t.duration_slots,
+          "transfer",          name(t.src) + "->" + name(t.dst),
+          model::global_layer, t.bytes};
+}
 
 nlohmann::json critical_json(const planner::critical_path& c) {
   return {{"compute_us", c.compute_us},
@@ -162,9 +186,11 @@ int run_plan(const plan_cli_options& o) {
     spec->weight_dtype = *t;
   }
   if (o.sweep_batch) {
-    if (!o.fail_chips.empty() || !o.db.empty() || !o.trace.empty())
-      return fail(exit_bad_input, "--sweep-batch plans afresh at each batch: "
-                                  "it takes no --fail-chip, --db or --trace");
+    if (!o.fail_chips.empty() || !o.db.empty() || !o.trace.empty() ||
+        o.critical_steps)
+      return fail(exit_bad_input,
+                  "--sweep-batch plans afresh at each batch: it takes no "
+                  "--fail-chip, --db, --trace or --critical-path");
     return run_sweep(*config, *spec,
                      o.context == 0 ? spec->max_context : o.context, o.format);
   }
@@ -302,6 +328,22 @@ int run_plan(const plan_cli_options& o) {
                      {"lower_bound", bound_json(bound)},
                      {"step_work", work_json(work)},
                      {"replanned", moves_json}};
+    if (o.critical_steps) {
+      auto steps = nlohmann::json::array();
+      for (const auto& st : path.steps) {
+        auto d = describe(p, *config, st);
+        nlohmann::json s{{"start_slot", d.start_slot},
+                         {"slots", d.slots},
+                         {"what", d.what},
+                         {"where", d.where}};
+        if (d.layer != model::global_layer)
+          s["layer"] = d.layer;
+        if (!st.is_op)
+          s["bytes"] = d.bytes;
+        steps.push_back(std::move(s));
+      }
+      j["critical_path"]["steps"] = std::move(steps);
+    }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     const auto& pr = p.predicted;
@@ -384,6 +426,22 @@ int run_plan(const plan_cli_options& o) {
       std::printf("  %s\n", v.c_str());
     std::printf("plan_hash  %s (%.2f s; plan cache: %s)\n", hash.c_str(),
                 compile_s, cache_state.c_str());
+    if (o.critical_steps) {
+      // The token's chain, first to last: what set each start.
+      std::printf("path       %8s %6s  %-11s %-5s %s\n", "slot", "slots",
+                  "what", "layer", "where");
+      for (const auto& st : path.steps) {
+        auto d = describe(p, *config, st);
+        std::string layer =
+            d.layer == model::global_layer ? "" : std::to_string(d.layer);
+        std::printf("           %8u %6u  %-11s %-5s %s", d.start_slot, d.slots,
+                    d.what.c_str(), layer.c_str(), d.where.c_str());
+        if (!st.is_op)
+          std::printf(" (%llu bytes)",
+                      static_cast<unsigned long long>(d.bytes));
+        std::printf("\n");
+      }
+    }
   }
   return result.verdict.ok() ? exit_ok : exit_problem;
 }
@@ -410,6 +468,9 @@ void add_plan_command(CLI::App& app, command_context& ctx) {
   cmd->add_option("--trace", o->trace,
                   "write one decode step as Chrome trace-event JSON");
   add_output_option(*cmd, o->format);
+  cmd->add_flag("--critical-path", o->critical_steps,
+                "also list the token's critical path op by op and hop by hop "
+                "(json: critical_path.steps)");
   cmd->add_flag("--sweep-batch", o->sweep_batch,
                 "plan at batch 1, 2, 4, ... and print the latency/throughput "
                 "curve up to the largest batch that fits at the context");

@@ -56,6 +56,47 @@ TEST(plan_cli, json_has_the_documented_keys) {
   EXPECT_GT(t["traceEvents"].size(), 100u);
 }
 
+// --critical-path: the token's chain op by op and hop by hop, from the
+// feed at slot 0 to the sample that ends the token, each starting where
+// the one before it ended (a list schedule leaves no gaps on its path),
+// and as many ops and hops as the summary counts.
+TEST(plan_cli, critical_path_lists_the_tokens_chain) {
+  temp_dir tmp;
+  auto r = run(tmp, {"plan", config("groq-64"), "--model", "llama-3-8b",
+                     "--context", "2048", "--critical-path", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto& cp = j["critical_path"];
+  const auto& steps = cp["steps"];
+  ASSERT_GT(steps.size(), 100u);
+  EXPECT_EQ(steps.front()["what"], "feed");
+  EXPECT_EQ(steps.front()["start_slot"], 0);
+  EXPECT_EQ(steps.back()["what"], "sample");
+  uint32_t ops = 0, hops = 0, at = 0, attention = 0;
+  for (const auto& s : steps) {
+    EXPECT_EQ(s["start_slot"].get<uint32_t>(), at) << s.dump();
+    at = s["start_slot"].get<uint32_t>() + s["slots"].get<uint32_t>();
+    bool hop = s["what"] == "transfer";
+    hops += hop;
+    ops += !hop;
+    attention += s["what"] == "attention";
+    EXPECT_EQ(s.contains("bytes"), hop) << s.dump();
+  }
+  EXPECT_EQ(ops, cp["ops"].get<uint32_t>());
+  EXPECT_EQ(hops, cp["hops"].get<uint32_t>());
+  EXPECT_EQ(attention, 32u); // every layer's attention is on it
+  EXPECT_NEAR(at * j["slot_ns"].get<double>() / 1000.0,
+              j["predicted"]["token_latency_us"].get<double>(), 1e-6);
+  // Text: a header and one line per step.
+  auto t = run(tmp, {"plan", config("groq-64"), "--model", "llama-3-8b",
+                     "--context", "2048", "--critical-path"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  auto from = t.out.find("path ");
+  ASSERT_NE(from, std::string::npos) << t.out;
+  EXPECT_EQ(size_t(std::count(t.out.begin() + from, t.out.end(), '\n')),
+            steps.size() + 1);
+}
+
 // --sweep-batch: the curve over batch 1, 2, 4, ... and the largest batch
 // that fits — which really is the largest: one more does not plan.
 TEST(plan_cli, sweep_batch_finds_the_largest_batch_that_fits) {
