@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <set>
 
 namespace lockstep::planner::detail {
 
@@ -271,6 +272,24 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
   std::stable_sort(choices.begin(), choices.end(), [](auto& a, auto& b) {
     return a.estimate_s < b.estimate_s;
   });
+  // A group over several nodes reduces in two levels, chip j of each node
+  // exchanging with chip j of the others over a direct link: its nodes
+  // must be linked so (on groq, neighbours in one rack's ring). A group
+  // that would straddle nodes that are not (two racks) starts one node
+  // later.
+  std::set<std::pair<uint32_t, uint32_t>> linked;
+  for (const auto& l : config.links)
+    linked.insert({l.a, l.b});
+  auto nodes_linked = [&](const std::vector<uint32_t>& g) {
+    uint32_t cpn = std::max(config.chips_per_node, 1u);
+    for (size_t q = 1; q * cpn < g.size(); ++q)
+      if (!linked.contains(
+              {std::min(g[0], g[q * cpn]), std::max(g[0], g[q * cpn])}) &&
+          !linked.contains({std::min(g[(q - 1) * cpn], g[q * cpn]),
+                            std::max(g[(q - 1) * cpn], g[q * cpn])}))
+        return false;
+    return true;
+  };
   std::vector<placement> out;
   for (const auto& c : choices) {
     // Groups take consecutive chips from a node boundary, so groups of <=
@@ -319,18 +338,49 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
       p.layers_per_group = c.m;
       p.aligned_splits = c.aligned;
       p.estimate_s = c.estimate_s;
-      size_t next = ends_first ? h : size_t{c.groups} * c.k;
-      for (uint32_t i = 0; i < c.e; ++i)
-        p.embed_chips.push_back(available[next++]);
-      next = ends_first ? 0 : next;
-      for (uint32_t i = 0; i < h; ++i)
-        p.head_chips.push_back(available[next++]);
-      next = ends_first ? *first_group : 0;
-      for (uint32_t g = 0; g < c.groups; ++g) {
-        std::vector<uint32_t> chips;
-        for (uint32_t i = 0; i < c.k; ++i)
-          chips.push_back(available[next++]);
-        p.groups.push_back(std::move(chips));
+      // The groups: from the first node boundary after the ends, or from
+      // the start with the ends after them; nodes linked where the chips
+      // allow, else consecutive (a local cluster's nodes of 8 over hosts of
+      // 125 chips leave no slack).
+      size_t first = ends_first ? *first_group : 0;
+      size_t end = available.size() - (ends_first ? 0 : c.e + c.h);
+      size_t next = first;
+      for (bool linked_only : {true, false}) {
+        p.groups.clear();
+        next = first;
+        for (uint32_t g = 0; g < c.groups; ++g) {
+          std::vector<uint32_t> chips;
+          while (next + c.k <= end) {
+            chips.assign(available.begin() + next,
+                         available.begin() + next + c.k);
+            if (!linked_only || c.k <= cpn || nodes_linked(chips))
+              break;
+            chips.clear();
+            next += cpn; // one node on
+          }
+          if (chips.empty())
+            break; // the groups do not fit whole
+          next += c.k;
+          p.groups.push_back(std::move(chips));
+        }
+        if (p.groups.size() == c.groups)
+          break;
+      }
+      if (p.groups.size() != c.groups)
+        return;
+      // The ends: head then embedding on the first chips, or embedding
+      // then head after the groups.
+      size_t at = ends_first ? 0 : next;
+      auto take = [&](std::vector<uint32_t>& into, uint32_t n) {
+        for (uint32_t i = 0; i < n; ++i)
+          into.push_back(available[at++]);
+      };
+      if (ends_first) {
+        take(p.head_chips, h);
+        take(p.embed_chips, c.e);
+      } else {
+        take(p.embed_chips, c.e);
+        take(p.head_chips, h);
       }
       out.push_back(std::move(p));
     };
