@@ -1,8 +1,9 @@
 #include "planner/detail/schedule_builder.hpp"
 
 #include "model/shard_ops.hpp"
-#include "planner/detail/core_timeline.hpp"
 #include "planner/cost_model.hpp"
+#include "planner/detail/core_timeline.hpp"
+#include "planner/detail/route_search.hpp"
 #include "transport/payload_frame.hpp"
 
 #include <algorithm>
@@ -163,10 +164,6 @@ private:
     cores_.book(end, half);
   }
 
-  std::vector<uint32_t> earliest_route(uint32_t src, uint32_t dst,
-                                       uint64_t bytes, uint32_t ready,
-                                       bool& ok);
-
   // Sends `x` (an op's output on its node) to `dst` along the
   // earliest-arriving short route; intermediate chips store and forward.
   caf::expected<avail> send(const avail& x, uint32_t dst, uint32_t layer,
@@ -175,17 +172,20 @@ private:
     const buffer_shape shape = shape_of(x);
     uint64_t payload = shape.bytes();
     uint64_t bytes = transport::framed_bytes(payload);
-    bool ok = true;
-    auto route = earliest_route(x.chip, dst, bytes, op_end(x.op), ok);
-    if (!ok)
+    uint32_t fwd_slots = to_slots(
+        op_duration_ns(cfg_.chip, s_.weight_dtype, forward_cost(bytes)),
+        slot_ns_);
+    auto route = routes_.earliest(x.chip, dst, bytes, op_end(x.op), fwd_slots,
+                                  slot_ns_, chip_free_, link_free_);
+    if (!route)
       return caf::make_error(errc::infeasible,
                              "no route from " +
                                  transport::to_string(cfg_.ref(x.chip)) +
                                  " to " + transport::to_string(cfg_.ref(dst)));
     avail from = x;
     uint32_t prev_tr = no_id;
-    for (size_t h = 0; h < route.size(); ++h) {
-      uint32_t d = route[h];
+    for (size_t h = 0; h < route->size(); ++h) {
+      uint32_t d = (*route)[h];
       uint32_t a = topo_.link_src(d), b = topo_.link_dst(d);
       if (h > 0)
         from = {a,
@@ -327,107 +327,8 @@ private:
   std::unordered_map<uint64_t, uint32_t> shard_index_;
   std::unordered_map<uint64_t, uint32_t> kv_index_;
   bool stopped_ = false;
-  // earliest_route()'s search, reused between calls.
-  struct route_label {
-    uint32_t arrive = 0;
-    uint32_t link = no_id; // link taken into this state
-    uint32_t prev = no_id; // previous state index
-  };
-  using route_entry = std::tuple<uint32_t, uint32_t, uint32_t>; // arrive,
-                                                                // link, state
-  std::unordered_map<uint64_t, uint32_t> route_index_;
-  std::vector<route_label> route_labels_;
-  std::vector<uint64_t> route_keys_;
-  std::vector<route_entry> route_queue_; // a min-heap
+  route_search routes_{topo_};
 };
-
-std::vector<uint32_t> builder::earliest_route(uint32_t src, uint32_t dst,
-                                              uint64_t bytes, uint32_t ready,
-                                              bool& ok) {
-  ok = true;
-  if (src == dst)
-    return {};
-  if (auto d = topo_.find(src, dst); d >= 0)
-    return {static_cast<uint32_t>(d)}; // one hop: the only route that short
-  const auto& hops = topo_.hops_near(dst, src);
-  if (hops[src] == topology::no_route) {
-    ok = false;
-    return {};
-  }
-  uint32_t limit = hops[src] + (hops[src] > 1 ? 1 : 0);
-  uint32_t fwd_slots = to_slots(
-      op_duration_ns(cfg_.chip, s_.weight_dtype, forward_cost(bytes)),
-      slot_ns_);
-  // State: (chip, hops taken). Labels are arrival slots. The containers
-  // are the builder's, kept between calls (a plan routes ~10^4 times).
-  auto& index = route_index_; // (chip << 8 | hops) -> state
-  auto& labels = route_labels_;
-  auto& keys = route_keys_;
-  auto& queue = route_queue_;
-  index.clear();
-  labels.clear();
-  keys.clear();
-  queue.clear();
-  auto push = [&](uint32_t arrive, uint32_t link, uint32_t state) {
-    queue.push_back({arrive, link, state});
-    std::push_heap(queue.begin(), queue.end(), std::greater<>{});
-  };
-  auto state_of = [&](uint32_t chip, uint32_t h) {
-    uint64_t key = uint64_t{chip} << 8 | h;
-    auto [it, fresh] = index.try_emplace(key, uint32_t(labels.size()));
-    if (fresh) {
-      labels.push_back({std::numeric_limits<uint32_t>::max(), no_id, no_id});
-      keys.push_back(key);
-    }
-    return it->second;
-  };
-  uint32_t start = state_of(src, 0);
-  labels[start].arrive = ready;
-  push(ready, no_id, start);
-  uint32_t found = no_id;
-  while (!queue.empty()) {
-    std::pop_heap(queue.begin(), queue.end(), std::greater<>{});
-    auto [arrive, via, st] = queue.back();
-    queue.pop_back();
-    if (arrive != labels[st].arrive || via != labels[st].link)
-      continue; // superseded
-    auto chip = static_cast<uint32_t>(keys[st] >> 8);
-    auto h = static_cast<uint32_t>(keys[st] & 0xFF);
-    if (chip == dst) {
-      found = st;
-      break;
-    }
-    // Leaving a relay takes a forward op once the chip is free.
-    uint32_t leave = arrive;
-    if (chip != src)
-      leave = std::max(arrive, chip_free_[chip]) + fwd_slots;
-    for (uint32_t d : topo_.out_links(chip)) {
-      uint32_t next = topo_.link_dst(d);
-      if (hops[next] == topology::no_route || h + 1 + hops[next] > limit)
-        continue;
-      if (next != dst && !topo_.may_relay(next))
-        continue;
-      uint32_t t0 = std::max(leave, link_free_[d]);
-      uint32_t t1 =
-          t0 + to_slots(transfer_duration_ns(topo_.profile(d), bytes), slot_ns_);
-      uint32_t ns = state_of(next, h + 1);
-      auto& l = labels[ns];
-      if (t1 < l.arrive || (t1 == l.arrive && d < l.link)) {
-        l = {t1, d, st};
-        push(t1, d, ns);
-      }
-    }
-  }
-  if (found == no_id) {
-    ok = false;
-    return {};
-  }
-  std::vector<uint32_t> path;
-  for (uint32_t st = found; labels[st].prev != no_id; st = labels[st].prev)
-    path.push_back(labels[st].link);
-  std::reverse(path.begin(), path.end());
-  return path;
-}
 
 caf::expected<avail>
 builder::combine_slice(uint32_t t, uint32_t j, uint32_t s,
