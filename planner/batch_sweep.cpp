@@ -72,8 +72,10 @@ uint32_t estimated_max_batch(const cluster_config& config,
   auto available = detail::available_chips(config, options.failed_chips);
   if (!available)
     return 0; // make_plan reports the unknown chip
+  topology topo{config};
   auto fits = [&](uint32_t b) {
-    return bool(detail::place_candidates(spec, config, b, context, *available));
+    return bool(
+        detail::place_candidates(spec, config, topo, b, context, *available));
   };
   if (!fits(1))
     return 0;

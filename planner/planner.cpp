@@ -312,8 +312,7 @@ scheduled(const cluster_config& config, topology& topo,
           const detail::placement& pl, plan p, uint32_t stop_at_slot = 0) {
   record_placement(pl, p);
   p.sampler = config.host_node(0);
-  detail::place_static(p.spec, pl, p.batch, p.context, config.node_count(),
-                       p);
+  detail::place_static(p.spec, pl, p.batch, p.context, config, p);
   auto complete = build_program(config, topo, pl, p, program_kind::decode, 1,
                                 stop_at_slot);
   if (!complete)
@@ -457,13 +456,13 @@ caf::expected<plan_result> make_plan(const cluster_config& config,
   auto start = start_plan(config, spec, options);
   if (!start)
     return start.error();
+  topology topo{config};
+  topo.block_relays(start->off);
   auto candidates = detail::place_candidates(
-      spec, config, options.batch, start->p.context, start->available);
+      spec, config, topo, options.batch, start->p.context, start->available);
   if (!candidates)
     return candidates.error();
   plan p = std::move(start->p);
-  topology topo{config};
-  topo.block_relays(start->off);
   // The estimates behind the candidates are approximate; the exact schedule
   // decides. Of the best-estimated candidates, keep the one whose decode
   // step is fastest among those whose every chip fits its SRAM; if none of

@@ -127,4 +127,12 @@ std::string topology::link_name(uint32_t d) const {
          transport::to_string(config_->ref(link_dst(d)));
 }
 
+uint32_t topology::hops(uint32_t src, uint32_t dst) {
+  if (src == dst)
+    return 0;
+  if (find(src, dst) >= 0)
+    return 1;
+  return hops_near(dst, src)[src];
+}
+
 } // namespace lockstep::planner

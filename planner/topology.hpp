@@ -72,6 +72,10 @@ public:
   /// cluster.
   const std::vector<hop_count>& hops_near(uint32_t dst, uint32_t src);
 
+  /// Hops on the shortest route from `src` to `dst` (0 if the same node,
+  /// no_route if unreachable): find(), else hops_near().
+  uint32_t hops(uint32_t src, uint32_t dst);
+
   /// Whether `node` may relay traffic: never a host endpoint.
   bool may_relay(uint32_t node) const { return !blocked_[node]; }
 

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <limits>
 #include <optional>
-#include <set>
 
 namespace lockstep::planner::detail {
 
@@ -149,7 +148,7 @@ uint64_t ceil_div(uint64_t a, uint64_t b) {
 
 caf::expected<std::vector<placement>>
 place_candidates(const model::model_spec& spec, const cluster_config& config,
-                 uint32_t batch, uint32_t context,
+                 const topology& topo, uint32_t batch, uint32_t context,
                  const std::vector<uint32_t>& available) {
   const auto& chip = config.chip;
   auto n_avail = static_cast<uint64_t>(available.size());
@@ -277,16 +276,11 @@ place_candidates(const model::model_spec& spec, const cluster_config& config,
   // must be linked so (on groq, neighbours in one rack's ring). A group
   // that would straddle nodes that are not (two racks) starts one node
   // later.
-  std::set<std::pair<uint32_t, uint32_t>> linked;
-  for (const auto& l : config.links)
-    linked.insert({l.a, l.b});
   auto nodes_linked = [&](const std::vector<uint32_t>& g) {
     uint32_t cpn = std::max(config.chips_per_node, 1u);
     for (size_t q = 1; q * cpn < g.size(); ++q)
-      if (!linked.contains(
-              {std::min(g[0], g[q * cpn]), std::max(g[0], g[q * cpn])}) &&
-          !linked.contains({std::min(g[(q - 1) * cpn], g[q * cpn]),
-                            std::max(g[(q - 1) * cpn], g[q * cpn])}))
+      if (topo.find(g[0], g[q * cpn]) < 0 &&
+          topo.find(g[(q - 1) * cpn], g[q * cpn]) < 0)
         return false;
     return true;
   };

@@ -9,6 +9,7 @@
 
 #include "model/model_spec.hpp"
 #include "planner/cluster_config.hpp"
+#include "planner/topology.hpp"
 
 #include <caf/expected.hpp>
 
@@ -55,18 +56,22 @@ uint64_t layer_chip_bytes(const model::model_spec& spec, uint32_t batch,
 /// Placements that fit by estimate, best estimated latency first: one per
 /// tensor-parallel degree, chips assigned from `available` (sorted). The
 /// caller builds them in order and keeps the first whose exact schedule fits
-/// every chip's SRAM. Errors: infeasible, saying what does not fit.
+/// every chip's SRAM. `topo` (of `config`) says which chips are linked.
+/// Errors: infeasible, saying what does not fit.
 caf::expected<std::vector<placement>>
 place_candidates(const model::model_spec& spec, const cluster_config& config,
-                 uint32_t batch, uint32_t context,
+                 const topology& topo, uint32_t batch, uint32_t context,
                  const std::vector<uint32_t>& available);
 
-/// Where decode's final norm runs on real chips: on the first LM-head chip
-/// (x crosses to it as its slices), or the last group's first chip without
-/// head chips. Prefill's (and a shared machine's) runs on the last group's
-/// first chip; both hold its weights.
-inline uint32_t head_norm_chip(const placement& pl) {
-  return pl.head_chips.empty() ? pl.groups.back()[0] : pl.head_chips.front();
+/// Where decode's final norm runs: on real chips the first LM-head chip
+/// (x crosses to it as its slices); on a shared machine (every transfer
+/// costs CPU), or without head chips, the last group's first chip, where
+/// prefill's always runs. Both hold its weights.
+inline uint32_t decode_norm_chip(const placement& pl,
+                                 const cluster_config& config) {
+  return pl.head_chips.empty() || config.machine_cores > 0
+             ? pl.groups.back()[0]
+             : pl.head_chips.front();
 }
 
 /// Heads [first, end) of chip i of k (may be empty). `aligned`: each

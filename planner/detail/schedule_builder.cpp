@@ -229,16 +229,6 @@ private:
     return {x.chip, o, 0, no_id};
   }
 
-  // Hops on the shortest route from chip `a` to chip `b` (no_route if
-  // none).
-  uint32_t hops_between(uint32_t a, uint32_t b) {
-    if (a == b)
-      return 0;
-    if (topo_.find(a, b) >= 0)
-      return 1;
-    return topo_.hops_near(b, a)[a];
-  }
-
   // x available at `to`: itself if already there, else sent.
   caf::expected<avail> move_to(const avail& x, uint32_t to, uint32_t layer,
                                uint32_t mb) {
@@ -311,6 +301,9 @@ private:
   };
   std::vector<handoff_source> handoff_sources(const group_view& from,
                                               const group_view& to);
+  // handoff_sources() into group g >= 1, computed once a build (each
+  // micro-batch's hand-off and the previous group's last layer read it).
+  const std::vector<handoff_source>& handoff_into(size_t g);
   caf::expected<avail> embedding(uint32_t mb, uint32_t feed);
   caf::expected<uint32_t> head(uint32_t mb, const avail& x);
 
@@ -322,6 +315,7 @@ private:
   uint64_t slot_ns_;
   std::vector<uint32_t> chip_free_; // by node
   std::vector<uint32_t> link_free_;
+  std::vector<std::vector<handoff_source>> handoffs_; // by group
   core_timeline cores_;
   std::vector<buffer_shape> tr_shape_; // by transfer: what it carries
   std::unordered_map<uint64_t, uint32_t> shard_index_;
@@ -662,20 +656,28 @@ builder::handoff_sources(const group_view& from, const group_view& to) {
     // Chip i of the previous group first (ties keep it), then the other
     // holders of slice j there, then this group's earlier ones.
     handoff_source best{true, i < from.k ? i : j};
-    uint32_t best_hops = hops_between((*from.chips)[best.index], dst);
+    uint32_t best_hops = topo_.hops((*from.chips)[best.index], dst);
     for (uint32_t q = 0; q * from.s + j < from.k; ++q)
-      if (uint32_t h = hops_between(from.at(q, j), dst); h < best_hops) {
+      if (uint32_t h = topo_.hops(from.at(q, j), dst); h < best_hops) {
         best = {true, q * from.s + j};
         best_hops = h;
       }
     for (uint32_t q = 0; q * to.s + j < i; ++q)
-      if (uint32_t h = hops_between(to.at(q, j), dst); h < best_hops) {
+      if (uint32_t h = topo_.hops(to.at(q, j), dst); h < best_hops) {
         best = {false, q * to.s + j};
         best_hops = h;
       }
     out[i] = best;
   }
   return out;
+}
+
+const std::vector<builder::handoff_source>& builder::handoff_into(size_t g) {
+  const auto& groups = in_.place->groups;
+  handoffs_.resize(groups.size());
+  if (handoffs_[g].empty())
+    handoffs_[g] = handoff_sources(view_of(groups[g - 1]), view_of(groups[g]));
+  return handoffs_[g];
 }
 
 // Micro-batch `mb` through layer group `g`: x arrives (from the first
@@ -715,7 +717,7 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
     // not all linked, falcon-180b on groq-1512: the far node's slices
     // went around the near one.)
     std::vector<avail> in(v.k);
-    auto sources = handoff_sources(view_of(pl.groups[g - 1]), v);
+    const auto& sources = handoff_into(g);
     for (uint32_t i = 0; i < v.k; ++i) {
       const auto& src = sources[i];
       const avail& from = src.from_previous ? slices[src.index] : in[src.index];
@@ -743,7 +745,7 @@ caf::error builder::group_step(size_t g, const group_view& v, const avail& x0,
       if (g + 1 == pl.groups.size())
         std::fill_n(read.begin(), std::min(v.s, v.k), true);
       else
-        for (const auto& src : handoff_sources(v, view_of(pl.groups[g + 1])))
+        for (const auto& src : handoff_into(g + 1))
           if (src.from_previous)
             read[src.index] = true;
     }
@@ -815,15 +817,14 @@ caf::error builder::run() {
     // The final norm reads x whole. In decode on real chips x's rows are
     // the sequences' (one token each), so x crosses to the LM head as its
     // slices, each on its own route, and is gathered and normed on the
-    // first head chip (detail::head_norm_chip); in prefill its chunk of
+    // first head chip (detail::decode_norm_chip); in prefill its chunk of
     // rows is larger than the normed rows, so it is gathered and normed on
     // the last group's first chip, which sends on the normed rows alone.
     // (On a shared machine a transfer costs CPU, and the head follows the
     // groups: x stays whole.)
     auto v = view_of(pl.groups.back());
-    uint32_t norm_chip = in_.tokens == 1 && cfg_.machine_cores == 0
-                             ? head_norm_chip(pl)
-                             : v.at(0, 0);
+    uint32_t norm_chip =
+        in_.tokens == 1 ? decode_norm_chip(pl, cfg_) : v.at(0, 0);
     avail last_x;
     auto gather_at = [&](uint32_t t, const std::vector<avail>& reads) -> avail {
       return {t,

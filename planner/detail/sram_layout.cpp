@@ -30,8 +30,9 @@ struct static_alloc {
 } // namespace
 
 void place_static(const model::model_spec& s, const placement& pl,
-                  uint32_t batch, uint32_t context, uint32_t node_count,
-                  plan& out) {
+                  uint32_t batch, uint32_t context,
+                  const cluster_config& config, plan& out) {
+  uint32_t node_count = config.node_count();
   out.shards.clear();
   out.kv_slices.clear();
   out.usage.assign(node_count, {});
@@ -92,10 +93,10 @@ void place_static(const model::model_spec& s, const placement& pl,
         }
       }
   // The final norm: prefill's on the last group's first chip, decode's
-  // on the first LM-head chip (head_norm_chip).
+  // where decode_norm_chip says.
   add(pl.groups.back()[0], {model::global_layer, tensor_kind::final_norm},
       {0, 1, 0, s.d_model});
-  if (uint32_t h = head_norm_chip(pl); h != pl.groups.back()[0])
+  if (uint32_t h = decode_norm_chip(pl, config); h != pl.groups.back()[0])
     add(h, {model::global_layer, tensor_kind::final_norm},
         {0, 1, 0, s.d_model});
   vocab_rows(pl.head_chips, tensor_kind::lm_head);

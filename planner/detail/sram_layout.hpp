@@ -31,10 +31,10 @@ inline constexpr uint64_t sram_align = 64;
 /// Places the shards and KV slices of placement `pl` (batch sequences of
 /// `context` positions) on their chips at SRAM offsets: fills
 /// `out.shards`, `out.kv_slices`, `out.usage` (weights, KV) for
-/// `node_count` nodes and `out.chips_used`'s shard holders.
+/// every node of `config` and `out.chips_used`'s shard holders.
 void place_static(const model::model_spec& spec, const placement& pl,
-                  uint32_t batch, uint32_t context, uint32_t node_count,
-                  plan& out);
+                  uint32_t batch, uint32_t context,
+                  const cluster_config& config, plan& out);
 
 /// First SRAM byte after a node's shards and KV slices.
 std::vector<uint64_t> static_ends(const plan& p, uint32_t node_count);

@@ -73,7 +73,9 @@ search_result search(const char* name, const cluster_config& c,
                      double bound_us) {
   std::vector<uint32_t> chips(c.chip_count());
   std::iota(chips.begin(), chips.end(), 0u);
-  auto shapes = detail::place_candidates(spec, c, o.batch, o.context, chips);
+  topology topo{c};
+  auto shapes =
+      detail::place_candidates(spec, c, topo, o.batch, o.context, chips);
   if (!shapes)
     throw std::runtime_error(render(shapes.error()));
   search_result out;

@@ -172,7 +172,7 @@ TEST(planner, groups_over_nodes_sit_on_linked_nodes) {
   auto chips = detail::available_chips(c, {});
   ASSERT_TRUE(chips);
   for (uint32_t batch : {1u, 4u}) {
-    auto shapes = detail::place_candidates(spec, c, batch, 4096, *chips);
+    auto shapes = detail::place_candidates(spec, c, topo, batch, 4096, *chips);
     ASSERT_TRUE(shapes);
     size_t wide = 0;
     for (const auto& pl : *shapes) {
